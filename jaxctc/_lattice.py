@@ -1,0 +1,317 @@
+"""The CTC lattice: input checks, the extended label sequence and its recursions.
+
+Everything that walks the CTC lattice (the loss, its gradient, rescoring, forced
+alignment) builds on this module, so a fix here lands everywhere at once.
+
+The lattice of a label sequence ``y_1..y_U`` has ``S = 2N + 1`` extended states
+per sequence (``N`` the padded label length)::
+
+    s:      0     1     2     3    ...   2n-1   2n  ...
+    label:  blank y_1   blank y_2  ...   y_n    blank
+
+A path moves from state ``s`` at frame ``t - 1`` to ``s``, ``s + 1`` or, when
+``s + 2`` is a label that differs from ``y`` at ``s``, to ``s + 2`` at frame
+``t``. The recursions below run over frames with ``lax.scan`` and keep one
+``[B, S]`` state; padded frames leave the state unchanged, so paddings may sit
+anywhere in time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Fill for transitions that do not exist. It is finite so that the max-shifted
+# log-sum-exp never sees ``-inf - -inf``; every real score stays far above it
+# because emissions are clamped to ``log_epsilon`` (see ``emissions``).
+NEG = -1e30
+
+
+# ----------------------------------------------------------------------------
+# Input checks
+# ----------------------------------------------------------------------------
+
+
+def _is_concrete(*xs) -> bool:
+    return not any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+    """float64 stays float64; every other float (bf16, f16, f32) runs in f32."""
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`logits` must be a float array, got dtype {dtype}.")
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def check_logits(logits, logit_paddings):
+    """Static checks for ``logits [B, T, K]`` and ``logit_paddings [B, T]``."""
+    logits = jnp.asarray(logits)
+    logit_paddings = jnp.asarray(logit_paddings)
+    if logits.ndim != 3:
+        raise ValueError(
+            f"`logits` must have rank 3 [B, T, K], got shape {logits.shape}."
+        )
+    compute_dtype(logits.dtype)
+    if logit_paddings.shape != logits.shape[:2]:
+        raise ValueError(
+            "`logit_paddings` must have shape [B, T] = "
+            f"{logits.shape[:2]}, got {logit_paddings.shape}."
+        )
+    if logits.shape[2] < 1:
+        raise ValueError("`logits` must have at least one class (K >= 1).")
+    return logits, logit_paddings
+
+
+def check_labels(labels, label_paddings, batch_size: int):
+    """Static checks for ``labels [B, N]`` (integers) and ``label_paddings``."""
+    labels = jnp.asarray(labels)
+    label_paddings = jnp.asarray(label_paddings)
+    if labels.ndim != 2:
+        raise ValueError(f"`labels` must have rank 2 [B, N], got shape {labels.shape}.")
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"`labels` must be an integer array, got dtype {labels.dtype}.")
+    if label_paddings.shape != labels.shape:
+        raise ValueError(
+            f"`label_paddings` must have the shape of `labels` {labels.shape}, "
+            f"got {label_paddings.shape}."
+        )
+    if labels.shape[0] != batch_size:
+        raise ValueError(
+            f"`labels` must have batch size B = {batch_size} (from `logits`), "
+            f"got shape {labels.shape}."
+        )
+    return labels.astype(jnp.int32), label_paddings
+
+
+def check_blank_id(blank_id, num_classes: int) -> int:
+    if not isinstance(blank_id, (int, np.integer)) or isinstance(blank_id, bool):
+        raise TypeError(f"`blank_id` must be a Python int, got {blank_id!r}.")
+    if not 0 <= blank_id < num_classes:
+        raise ValueError(
+            f"`blank_id` must be in [0, K) = [0, {num_classes}), got {blank_id}."
+        )
+    return int(blank_id)
+
+
+def _bad_paddings(paddings):
+    return jnp.any((paddings != 0) & (paddings != 1))
+
+
+def value_errors(logits, logit_paddings, labels, label_paddings, blank_id):
+    """The value-dependent input problems, as ``(message, bool array)`` pairs."""
+    num_classes = logits.shape[2]
+    valid = label_paddings == 0
+    checks = [
+        ("`logit_paddings` must contain only 0 and 1.", _bad_paddings(logit_paddings)),
+        ("`label_paddings` must contain only 0 and 1.", _bad_paddings(label_paddings)),
+        (
+            "`label_paddings` must be right-padded: each row zeros, then ones.",
+            jnp.any(label_paddings[:, 1:] < label_paddings[:, :-1]),
+        ),
+        (
+            f"`labels` must not contain `blank_id` ({blank_id}) outside the padding.",
+            jnp.any(valid & (labels == blank_id)),
+        ),
+        (
+            f"`labels` must lie in [0, K) = [0, {num_classes}) outside the padding.",
+            jnp.any(valid & ((labels < 0) | (labels >= num_classes))),
+        ),
+        ("`logits` contain NaN.", jnp.any(jnp.isnan(logits))),
+    ]
+    return checks
+
+
+def check_values(logits, logit_paddings, labels, label_paddings, blank_id, checked):
+    """Raises ``ValueError`` for bad values when they are concrete.
+
+    Under ``jit`` the values are unknown at trace time: with ``checked=True`` the
+    same conditions become ``checkify`` checks (wrap the call in
+    ``jax.experimental.checkify.checkify``); otherwise they are not checked.
+    """
+    concrete = _is_concrete(logits, logit_paddings, labels, label_paddings)
+    if not concrete and not checked:
+        return
+    for message, bad in value_errors(
+        logits, logit_paddings, labels, label_paddings, blank_id
+    ):
+        if concrete:
+            if bool(bad):
+                raise ValueError(message)
+        else:
+            from jax.experimental import checkify
+
+            checkify.check(jnp.logical_not(bad), message)
+
+
+# ----------------------------------------------------------------------------
+# The extended label sequence
+# ----------------------------------------------------------------------------
+
+
+class Lattice(NamedTuple):
+    """The extended label sequence of a batch.
+
+    Attributes:
+      states: ``[B, S]`` int32, the class of each extended state (blank at even
+        ``s``, ``labels[:, (s - 1) // 2]`` at odd ``s``; padded labels read as
+        blank so that every entry is a valid class index).
+      skip: ``[B, S]`` bool, whether state ``s`` may be entered from ``s - 2``.
+      final: ``[B, S]`` bool, the states a complete path ends in
+        (``2U`` and ``2U - 1`` for ``U`` labels).
+      num_labels: ``[B]`` int32, ``U`` per sequence.
+    """
+
+    states: jax.Array
+    skip: jax.Array
+    final: jax.Array
+    num_labels: jax.Array
+
+
+def build_lattice(labels, label_paddings, blank_id: int) -> Lattice:
+    batch, n = labels.shape
+    valid = label_paddings == 0
+    num_labels = jnp.sum(valid, axis=1, dtype=jnp.int32)
+    safe = jnp.where(valid, labels, blank_id).astype(jnp.int32)
+    blanks = jnp.full((batch, n + 1), blank_id, jnp.int32)
+    states = (
+        jnp.zeros((batch, 2 * n + 1), jnp.int32)
+        .at[:, 0::2]
+        .set(blanks)
+        .at[:, 1::2]
+        .set(safe)
+    )
+    prev = jnp.concatenate([jnp.full((batch, 2), -1, jnp.int32), states[:, :-2]], 1)
+    s = jnp.arange(2 * n + 1)
+    skip = (s % 2 == 1)[None, :] & (states != prev) & (s >= 2)[None, :]
+    u = num_labels[:, None]
+    final = (s[None, :] == 2 * u) | (s[None, :] == 2 * u - 1)
+    return Lattice(states, skip, final, num_labels)
+
+
+def emissions(log_probs, states, log_epsilon):
+    """``[T, B, S]`` log-probabilities of each extended state's class per frame.
+
+    A gather (not a one-hot matmul: that costs ``B*T*N*K`` and runs at reduced
+    precision on accelerators). Values below ``log_epsilon`` (``-inf`` from
+    masked classes) are raised to it, so nothing downstream meets ``-inf``.
+    """
+    emit = jnp.take_along_axis(log_probs, states[:, None, :], axis=2)
+    emit = jnp.maximum(emit, jnp.asarray(log_epsilon, emit.dtype))
+    return jnp.transpose(emit, (1, 0, 2))
+
+
+# ----------------------------------------------------------------------------
+# Recursions
+# ----------------------------------------------------------------------------
+
+
+def _shift(x, k: int, fill):
+    """``y[..., s] = x[..., s - k]`` (k > 0) or ``x[..., s + |k|]`` (k < 0)."""
+    size = x.shape[-1]
+    pad = jnp.full(x.shape[:-1] + (min(abs(k), size),), fill, x.dtype)
+    if abs(k) >= size:
+        return pad
+    if k > 0:
+        return jnp.concatenate([pad, x[..., :-k]], axis=-1)
+    return jnp.concatenate([x[..., -k:], pad], axis=-1)
+
+
+def logsumexp3(a, b, c):
+    """``log(e^a + e^b + e^c)`` for finite ``a`` (one max, three exps, one log)."""
+    m = jnp.maximum(jnp.maximum(a, b), c)
+    return m + jnp.log(jnp.exp(a - m) + jnp.exp(b - m) + jnp.exp(c - m))
+
+
+def max3(a, b, c):
+    return jnp.maximum(jnp.maximum(a, b), c)
+
+
+Combine = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def initial_state(batch: int, size: int, log_epsilon, dtype):
+    """Scores before the first frame: a virtual start in state 0.
+
+    Every other state starts at ``log_epsilon`` (log of "impossible") rather
+    than ``-inf``, as optax does, so the alphas returned match optax's even
+    where no path reaches them.
+    """
+    init = jnp.full((batch, size), log_epsilon, dtype)
+    return init.at[:, 0].set(0.0)
+
+
+def forward(emit, frame_valid, skip, init, combine: Combine = logsumexp3, unroll=4):
+    """Forward scores ``alpha[t, b, s]`` over frames (log or max-plus semiring).
+
+    ``alpha_t(s) = combine(alpha_{t-1}(s), alpha_{t-1}(s-1), alpha_{t-1}(s-2)) +
+    emit_t(s)``, the third term only where ``skip``; on padded frames
+    ``alpha_t = alpha_{t-1}``.
+
+    Args:
+      emit: ``[T, B, S]`` emission scores.
+      frame_valid: ``[T, B]`` bool, False on padded frames.
+      skip: ``[B, S]`` bool.
+      init: ``[B, S]`` scores before the first frame.
+      combine: the semiring's sum of three terms.
+      unroll: frames per scan iteration.
+
+    Returns:
+      ``(last [B, S], alphas [T, B, S])``: the scores after the last frame
+      (``init`` when ``T = 0``) and after each frame, emission included.
+    """
+
+    def step(alpha, x):
+        e, ok = x
+        skipped = jnp.where(skip, _shift(alpha, 2, NEG), NEG)
+        new = combine(alpha, _shift(alpha, 1, NEG), skipped) + e
+        new = jnp.where(ok[:, None], new, alpha)
+        return new, new
+
+    return jax.lax.scan(step, init, (emit, frame_valid), unroll=unroll)
+
+
+def occupancy(emit, frame_valid, skip, final, alphas, log_z, unroll=4):
+    """State posteriors ``gamma[t, b, s] = P(path in state s at frame t | x)``.
+
+    Runs the backward recursion ``beta`` (scores after frame ``t``, emission at
+    ``t`` excluded) from the final states and combines it with ``alphas``:
+    ``gamma_t(s) = exp(alpha_t(s) + beta_t(s) - log Z)``, zero on padded frames.
+    Each valid frame's ``gamma`` sums to one over ``s``.
+    """
+    beta_init = jnp.where(final, 0.0, NEG).astype(emit.dtype)
+    skip_next = _shift(skip, -2, False)  # s -> s + 2 allowed
+
+    def step(beta, x):
+        e, ok, alpha = x
+        gamma = jnp.where(ok[:, None], jnp.exp(alpha + beta - log_z[:, None]), 0.0)
+        b = beta + e
+        skipped = jnp.where(skip_next, _shift(b, -2, NEG), NEG)
+        new = logsumexp3(b, _shift(b, -1, NEG), skipped)
+        new = jnp.where(ok[:, None], new, beta)
+        return new, gamma
+
+    _, gammas = jax.lax.scan(
+        step, beta_init, (emit, frame_valid, alphas), reverse=True, unroll=unroll
+    )
+    return gammas
+
+
+def final_score(alpha_last, final):
+    """log Z per sequence: log-sum of the last alphas over the final states."""
+    masked = jnp.where(final, alpha_last, NEG)
+    m = jnp.max(masked, axis=-1)
+    return m + jnp.log(jnp.sum(jnp.exp(masked - m[:, None]), axis=-1))
+
+
+def min_frames(labels, label_paddings):
+    """Fewest frames that can carry each label sequence: ``U`` + repeats."""
+    valid = label_paddings == 0
+    num_labels = jnp.sum(valid, axis=1, dtype=jnp.int32)
+    repeats = jnp.sum(
+        valid[:, 1:] & (labels[:, 1:] == labels[:, :-1]), axis=1, dtype=jnp.int32
+    )
+    return num_labels + repeats
