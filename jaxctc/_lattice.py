@@ -185,7 +185,7 @@ def build_lattice(labels, label_paddings, blank_id: int) -> Lattice:
         .set(safe)
     )
     prev = jnp.concatenate([jnp.full((batch, 2), -1, jnp.int32), states[:, :-2]], 1)
-    s = jnp.arange(2 * n + 1)
+    s = jnp.arange(2 * n + 1, dtype=jnp.int32)
     skip = (s % 2 == 1)[None, :] & (states != prev) & (s >= 2)[None, :]
     u = num_labels[:, None]
     final = (s[None, :] == 2 * u) | (s[None, :] == 2 * u - 1)

@@ -1,0 +1,107 @@
+"""Smoke tests of the CRNN example: a few steps of the real pipeline."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import data  # noqa: E402
+import predict  # noqa: E402
+import train  # noqa: E402
+
+SMALL = dict(
+    batch_size=8,
+    test_size=16,
+    eval_batch_size=8,
+    eval_every=2,
+    checkpoint_every=2,
+    warmup_steps=1,
+    progress=False,
+)
+
+
+def test_renderer_is_deterministic_and_labels_round_trip():
+    renderer = data.Renderer()
+    first = renderer.batch(np.random.default_rng([3, 7]), 6)
+    again = renderer.batch(np.random.default_rng([3, 7]), 6)
+    np.testing.assert_array_equal(first.images, again.images)
+    assert first.images.shape == (6, 32, 128) and first.images.dtype == np.float32
+    assert 0.0 <= first.images.min() and first.images.max() <= 1.0
+    texts = data.decode(first.labels, first.label_paddings)
+    assert all(1 <= len(t) <= 12 for t in texts)
+    labels, paddings = data.encode(texts, 12)
+    np.testing.assert_array_equal(labels, first.labels)
+    np.testing.assert_array_equal(paddings, first.label_paddings)
+
+
+def test_greedy_spans_follow_the_runs():
+    # Frames: a a - b b b - - b, then a padded frame: "abb", with the second
+    # b's run starting after the blanks.
+    path = np.array([1, 1, 0, 2, 2, 2, 0, 0, 2, 1])
+    valid = np.array([True] * 9 + [False])
+    assert predict.greedy_spans(path, valid, 0) == [(1, 0, 2), (2, 3, 6), (2, 8, 9)]
+
+
+def test_train_resume_and_predict(tmp_path):
+    workdir = tmp_path / "run"
+    first = train.main(train.Config(workdir=str(workdir), steps=2, **SMALL))
+    assert first["resumed_from"] == 0
+    second = train.main(train.Config(workdir=str(workdir), steps=4, **SMALL))
+    # The second run restarts from the first one's last checkpoint, not from 0.
+    assert second["resumed_from"] == 2 and second["steps"] == 4
+    history = json.loads((workdir / "history.json").read_text())
+    assert [e[0] for e in history["eval"]] == [2, 4]
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics == second
+    assert 0.0 <= metrics["cer"] and 0.0 <= metrics["seq_acc"] <= 1.0
+    assert np.isfinite(metrics["final_loss"]) and metrics["train_seconds"] > 0
+    for name in ("curve.png", "samples.png"):
+        assert (workdir / name).stat().st_size > 1000
+
+    renderer = data.Renderer()
+    line = data.test_set(renderer, 1, seed=5)
+    image = tmp_path / "line.png"
+    from PIL import Image
+
+    Image.fromarray((255 * line.images[0]).astype(np.uint8)).save(image)
+    (reading,) = predict.main([str(image), "--workdir", str(workdir)])
+    assert 0.0 <= reading.confidence <= 1.0
+    assert len(reading.spans) == len(reading.text)
+    assert "".join(c for c, _, _ in reading.spans) == reading.text
+    assert all(0 <= s < e <= 32 for _, s, e in reading.spans)
+
+
+@pytest.mark.parametrize("devices", [2])
+def test_data_parallel_over_a_mesh(tmp_path, devices):
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+        import jax, train
+        assert jax.device_count() == {devices}
+        metrics = train.main(train.Config(
+            workdir={str(tmp_path)!r}, steps=2, batch_size=8, test_size=8,
+            eval_batch_size=8, eval_every=2, warmup_steps=1, progress=False))
+        print(json.dumps(metrics))
+        """
+    )
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    assert metrics["devices"] == devices
+    assert metrics["per_device_batch"] == 8 // devices
+    assert np.isfinite(metrics["final_loss"])
