@@ -61,7 +61,8 @@ def prediction_grid(
     ):
         ax.imshow(image, cmap="gray", vmin=0, vmax=1)
         ok = text == truth
-        title = f"{text}  {100 * conf:.1f}%" + ("" if ok else f"\n(truth {truth})")
+        title = f"{text or '(empty)'}  {100 * conf:.1f}%"
+        title += "" if ok else f"\n(truth {truth})"
         ax.set_title(title, fontsize=9, color="darkgreen" if ok else "crimson")
     fig.suptitle(
         "prediction  P(text | image) in %  (exact CTC score of the decoded text)",

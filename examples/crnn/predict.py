@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -80,15 +81,24 @@ def greedy_spans(best_path: np.ndarray, valid: np.ndarray, blank_id: int):
     return [tuple(s) for s in spans]
 
 
+@nnx.jit
+def _decode(model, images, logit_paddings):
+    logits = model(images)
+    hyp = train.greedy_decode(logits, logit_paddings, blank_id=data.BLANK_ID)
+    # log P(text | image) over all alignments of the text: the negated CTC loss.
+    log_prob = -jaxctc.ctc_loss(logits, logit_paddings, hyp.labels, hyp.label_paddings)
+    best_path = jnp.argmax(logits, axis=-1)
+    return hyp.labels, hyp.label_paddings, log_prob, best_path
+
+
 def read(model, images: np.ndarray, logit_paddings: np.ndarray) -> list[Reading]:
     """Decodes a batch with the model (in eval mode)."""
     model.eval()
-    logits = model(jnp.asarray(images))
-    paddings = jnp.asarray(logit_paddings)
-    hyp = train.greedy_decode(logits, paddings, blank_id=data.BLANK_ID)
-    log_prob = -jaxctc.ctc_loss(logits, paddings, hyp.labels, hyp.label_paddings)
-    best = np.asarray(jnp.argmax(logits, axis=-1))
-    texts = data.decode(hyp.labels, hyp.label_paddings)
+    labels, label_paddings, log_prob, best = _decode(
+        model, jnp.asarray(images), jnp.asarray(logit_paddings)
+    )
+    best = np.asarray(best)
+    texts = data.decode(labels, label_paddings)
     readings = []
     for b, text in enumerate(texts):
         spans = greedy_spans(best[b], logit_paddings[b] == 0, data.BLANK_ID)

@@ -39,7 +39,7 @@ class Config:
     """The run's settings; the defaults train to the README's figures."""
 
     workdir: str = "workdir/crnn"
-    steps: int = 3000
+    steps: int = 2000
     batch_size: int = 64
     learning_rate: float = 2e-3
     warmup_steps: int = 300
@@ -53,7 +53,7 @@ class Config:
     test_size: int = 1000
     eval_batch_size: int = 200
     eval_every: int = 500
-    checkpoint_every: int = 500
+    checkpoint_every: int = 250
     beam_width: int = 8
     seed: int = 0
     progress: bool = True
@@ -272,15 +272,17 @@ def main(config: Config) -> dict:
             total=config.steps, initial=start, unit="step", dynamic_ncols=True
         )
     clock = time.perf_counter()
-    window_start, window_images, per_device_batch = clock, 0, None
+    window_start, window_images, window_losses = clock, 0, []
+    per_device_batch = None
     for step in range(start + 1, config.steps + 1):
         batch = jax.device_put(tuple(next(batches)), batch_sharding)
         if per_device_batch is None:
             per_device_batch = batch[0].addressable_shards[0].data.shape[0]
-        loss = train_step(model, optimizer, *batch)
+        window_losses.append(train_step(model, optimizer, *batch))
         window_images += config.batch_size
         if step % 25 == 0 or step == config.steps:
-            loss_value = float(loss)
+            loss_value = float(np.mean(jax.device_get(window_losses)))
+            window_losses = []
             history["loss"].append((step, loss_value))
             now = time.perf_counter()
             rate = window_images / (now - window_start)
