@@ -52,7 +52,7 @@ def posterior_gradient(
     there and the posteriors are finite.
     """
     emit = _lattice.frame_emissions(logits, log_norm, states, log_epsilon)
-    rows = jnp.arange(states.shape[0])[:, None]
+    rows = jnp.arange(states.shape[0], dtype=jnp.int32)[:, None]
     log_z = -nll
 
     def on_frame(t, beta, ok, grad):
