@@ -49,7 +49,9 @@ def optax_ref(fn):
 
 
 def _min_frames(labels):
-    return len(labels) + sum(int(a == b) for a, b in zip(labels[:-1], labels[1:]))
+    return len(labels) + sum(
+        int(a == b) for a, b in zip(labels[:-1], labels[1:], strict=True)
+    )
 
 
 def valid_part(logits, logit_paddings, labels, label_paddings, b):
