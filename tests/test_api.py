@@ -29,3 +29,19 @@ def test_every_public_function_has_a_doctest_and_sections():
                 assert section in doc, f"{name} lacks {section}"
         else:
             assert doc, f"{name} has no docstring"
+
+
+def test_readme_python_blocks_run():
+    """Every ```python block of the README runs as written."""
+    import pathlib
+    import re
+
+    import jax
+
+    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        # README code runs with default promotion, as users' code does.
+        with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
+            exec(compile(block, "README.md", "exec"), {})
