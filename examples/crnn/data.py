@@ -159,18 +159,26 @@ class Renderer:
         fits = max(1, int(np.sum(widths <= self.width - 4)))
         k = rng.integers(fits // 3, fits)
         glyphs, line_width, space = table[k], widths[k], spacing[k]
-        ink = np.zeros((self.height, self.width), np.float32)
-        x0 = rng.uniform(2, max(2.0, self.width - 2 - line_width))
+        # A line too long even at the smallest size is drawn on a wider canvas
+        # and squeezed to the width, so no character is ever cut off.
+        canvas = max(self.width, int(np.ceil(line_width)) + 4)
+        ink = np.zeros((self.height, canvas), np.float32)
+        x0 = rng.uniform(2, max(2.0, canvas - 2 - line_width))
         y0 = rng.integers(2, self.height - glyphs.height - 1)
         pen = x0 - glyphs.left[codes[0]]
         for code in codes:
             glyph = glyphs.ink[code]
             x = int(round(pen + glyphs.left[code]))
-            x_from, x_to = max(x, 0), min(x + glyph.shape[1], self.width)
+            x_from, x_to = max(x, 0), min(x + glyph.shape[1], canvas)
             if x_to > x_from:
                 window = ink[y0 : y0 + glyphs.height, x_from:x_to]
                 np.maximum(window, glyph[:, x_from - x : x_to - x] / 255.0, out=window)
             pen += glyphs.advance[code] + space
+        if canvas > self.width:
+            squeezed = Image.fromarray(ink, mode="F").resize(
+                (self.width, self.height), Image.BILINEAR
+            )
+            ink = np.asarray(squeezed, np.float32)
         return ink
 
     def batch(self, rng: np.random.Generator, batch_size: int) -> Batch:

@@ -288,9 +288,10 @@ def main(config: Config) -> dict:
             rate = window_images / (now - window_start)
             window_start, window_images = now, 0
             if progress is not None:
+                # Updated only where the loss is fetched: steps are dispatched
+                # asynchronously, so per-step counts would come in bursts.
                 progress.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{rate:.0f}")
-        if progress is not None:
-            progress.update(1)
+                progress.update(step - progress.n)
         if step % config.eval_every == 0 or step == config.steps:
             result = evaluate(model, test, config, batch_sharding)
             history["eval"].append((step, result["cer"], result["seq_acc"]))
