@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -27,8 +28,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import data  # noqa: E402
 import train  # noqa: E402
-
-import jaxctc  # noqa: E402
 
 STRIDE = 4  # pixel columns per frame
 
@@ -41,8 +40,9 @@ class Reading(NamedTuple):
       confidence: ``P(text | image)``, the probability the model gives the
         text summed over all its alignments (``exp(-ctc_loss)``), in [0, 1].
       spans: per character ``(char, first_frame, end_frame)``: the frames
-        ``[first, end)`` of its run on the greedy path; frame ``f`` covers
-        pixel columns ``[4 f, 4 f + 4)`` of the resized image.
+        ``[first, end)`` of its run on the greedy (best) path, from jaxctc's
+        token timestamps; frame ``f`` covers pixel columns ``[4 f, 4 f + 4)``
+        of the resized image.
     """
 
     text: str
@@ -85,24 +85,35 @@ def greedy_spans(best_path: np.ndarray, valid: np.ndarray, blank_id: int):
 def _decode(model, images, logit_paddings):
     logits = model(images)
     hyp = train.greedy_decode(logits, logit_paddings, blank_id=data.BLANK_ID)
-    # log P(text | image) over all alignments of the text: the negated CTC loss.
-    log_prob = -jaxctc.ctc_loss(logits, logit_paddings, hyp.labels, hyp.label_paddings)
+    # log P(text | image) over all alignments of the text (exact rescoring).
+    log_prob = train.sequence_log_probs(
+        logits, logit_paddings, hyp.labels, hyp.label_paddings, blank_id=data.BLANK_ID
+    )
+    if hyp.starts is not None:  # jaxctc's token timestamps (ends inclusive)
+        starts, ends = hyp.starts, hyp.ends + 1
+    else:
+        starts, ends = jnp.full_like(hyp.labels, -1), jnp.full_like(hyp.labels, -1)
     best_path = jnp.argmax(logits, axis=-1)
-    return hyp.labels, hyp.label_paddings, log_prob, best_path
+    return hyp.labels, hyp.label_paddings, log_prob, starts, ends, best_path
 
 
 def read(model, images: np.ndarray, logit_paddings: np.ndarray) -> list[Reading]:
     """Decodes a batch with the model (in eval mode)."""
     model.eval()
-    labels, label_paddings, log_prob, best = _decode(
-        model, jnp.asarray(images), jnp.asarray(logit_paddings)
+    labels, label_paddings, log_prob, starts, ends, best = jax.device_get(
+        _decode(model, jnp.asarray(images), jnp.asarray(logit_paddings))
     )
-    best = np.asarray(best)
     texts = data.decode(labels, label_paddings)
     readings = []
     for b, text in enumerate(texts):
-        spans = greedy_spans(best[b], logit_paddings[b] == 0, data.BLANK_ID)
-        spans = [(data.ALPHABET[c - 1], s, e) for c, s, e in spans]
+        if starts[b, 0] >= 0 or not text:
+            n = len(text)
+            spans = list(
+                zip(text, starts[b, :n].tolist(), ends[b, :n].tolist(), strict=True)
+            )
+        else:  # no timestamps from the decoder: read them off the greedy path
+            spans = greedy_spans(best[b], logit_paddings[b] == 0, data.BLANK_ID)
+            spans = [(data.ALPHABET[c - 1], s, e) for c, s, e in spans]
         readings.append(Reading(text, float(np.exp(log_prob[b])), spans))
     return readings
 

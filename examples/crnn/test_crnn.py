@@ -22,6 +22,8 @@ SMALL = dict(
     eval_every=2,
     checkpoint_every=2,
     warmup_steps=1,
+    channels=(8, 8, 8, 8),
+    hidden=16,
     progress=False,
 )
 
@@ -61,6 +63,8 @@ def test_train_resume_and_predict(tmp_path):
     assert metrics == second
     assert 0.0 <= metrics["cer"] and 0.0 <= metrics["seq_acc"] <= 1.0
     assert np.isfinite(metrics["final_loss"]) and metrics["train_seconds"] > 0
+    if hasattr(train.jaxctc, "prefix_beam_search"):
+        assert 0.0 <= metrics["beam"]["cer"] and 0.0 <= metrics["beam"]["seq_acc"] <= 1
     for name in ("curve.png", "samples.png"):
         assert (workdir / name).stat().st_size > 1000
 

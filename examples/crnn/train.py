@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -70,11 +71,13 @@ def make_model(config: Config, seed: int = 0) -> CRNN:
 
 
 def make_optimizer(model: CRNN, config: Config) -> nnx.Optimizer:
+    # Linear warmup (at most a fifth of a short run), then cosine decay to 1%.
+    warmup = max(1, min(config.warmup_steps, config.steps // 5))
     schedule = optax.warmup_cosine_decay_schedule(
         0.0,
         config.learning_rate,
-        config.warmup_steps,
-        max(config.steps, config.warmup_steps + 1),
+        warmup,
+        max(config.steps, warmup + 1),
         end_value=config.learning_rate * 0.01,
     )
     tx = optax.chain(
@@ -104,14 +107,14 @@ def train_step(model, optimizer, images, labels, label_paddings):
     return loss
 
 
-# --- Greedy stand-in: DELETE when jaxctc.greedy_decode lands on main. -------
-class _Hypotheses:
-    def __init__(self, labels, label_paddings, log_probs):
-        self.labels, self.label_paddings, self.log_probs = (
-            labels,
-            label_paddings,
-            log_probs,
-        )
+# --- Stand-ins: DELETE this block when jaxctc's decoders land on main, and ---
+# --- use jaxctc.greedy_decode / jaxctc.sequence_log_probs directly.       ---
+class _Hypotheses(NamedTuple):
+    labels: jax.Array
+    label_paddings: jax.Array
+    log_probs: jax.Array
+    starts: jax.Array | None = None
+    ends: jax.Array | None = None
 
 
 def _greedy_decode(logits, logit_paddings, *, blank_id=0):
@@ -127,8 +130,15 @@ def _greedy_decode(logits, logit_paddings, *, blank_id=0):
     return _Hypotheses(labels, paddings, score)
 
 
+def _sequence_log_probs(logits, logit_paddings, labels, label_paddings, *, blank_id=0):
+    return -jaxctc.ctc_loss(
+        logits, logit_paddings, labels, label_paddings, blank_id=blank_id
+    )
+
+
 greedy_decode = getattr(jaxctc, "greedy_decode", _greedy_decode)
-# --- end of the stand-in. ----------------------------------------------------
+sequence_log_probs = getattr(jaxctc, "sequence_log_probs", _sequence_log_probs)
+# --- end of the stand-ins. ----------------------------------------------------
 
 
 def decode(logits, logit_paddings, decoder: str, beam_width: int):
@@ -153,9 +163,12 @@ def evaluate_batch(model, images, labels, label_paddings, decoder, beam_width):
     paddings = frame_paddings(logits)
     hyp_labels, hyp_paddings = decode(logits, paddings, decoder, beam_width)
     distances = jaxctc.edit_distance(hyp_labels, hyp_paddings, labels, label_paddings)
-    # log P(text | image), summed over every alignment of the decoded text: the
-    # negated CTC loss of the hypothesis; exp of it is the model's confidence.
-    log_prob = -jaxctc.ctc_loss(logits, paddings, hyp_labels, hyp_paddings)
+    # log P(text | image), summed over every alignment of the decoded text
+    # (exact rescoring: the negated CTC loss of the hypothesis); exp of it is
+    # the model's confidence in the text.
+    log_prob = sequence_log_probs(
+        logits, paddings, hyp_labels, hyp_paddings, blank_id=data.BLANK_ID
+    )
     return hyp_labels, hyp_paddings, log_prob, distances
 
 
