@@ -325,7 +325,14 @@ def main(config: Config) -> dict:
         progress.close()
     history["train_seconds"] += time.perf_counter() - clock
 
-    greedy = evaluate(model, test, config, batch_sharding)
+    if (
+        history["eval"]
+        and history["eval"][-1][0] == config.steps
+        and start < config.steps
+    ):
+        greedy = result  # the last step's evaluation
+    else:
+        greedy = evaluate(model, test, config, batch_sharding)
     metrics = {
         "cer": greedy["cer"],
         "seq_acc": greedy["seq_acc"],
