@@ -52,14 +52,16 @@ def posterior_gradient(
     there and the posteriors are finite.
     """
     emit = _lattice.frame_emissions(logits, log_norm, states, log_epsilon)
-    rows = jnp.arange(states.shape[0], dtype=jnp.int32)[:, None]
     log_z = -nll
 
     def on_frame(t, beta, ok, grad):
         x = jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
         norm = jax.lax.dynamic_index_in_dim(log_norm, t, axis=1, keepdims=True)
         gamma = _lattice.posterior(alphas[t], beta, log_z, ok)
-        row = jnp.where(ok, jnp.exp(x - norm), 0.0).at[rows, states].add(-gamma)
+        row = jnp.where(ok, jnp.exp(x - norm), 0.0)
+        # Scatter per sequence (vmapped), so that a batch-sharded input keeps
+        # every row on its own device: a batched scatter all-gathers.
+        row = jax.vmap(lambda r, s, g: r.at[s].add(g))(row, states, -gamma)
         return jax.lax.dynamic_update_index_in_dim(
             grad, row * scale[:, None], t, axis=1
         )
