@@ -110,6 +110,44 @@ def _runs(path, num_labels):
     return starts, ends
 
 
+# The public functions check their inputs eagerly (value checks need concrete
+# arrays), then call one jitted computation: called outside ``jit`` they compile
+# once per shape instead of dispatching every small op on its own.
+@jax.jit
+def _viterbi(logits, lattice, frame_valid, log_epsilon):
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    emit = _lattice.emissions(log_probs, lattice.states, log_epsilon)
+    # Paths must start in state 0: the other states start at NEG, far below any
+    # real path (at worst T * log_epsilon), so an infeasible sequence's best
+    # score stays near NEG and is recognised below.
+    init = _lattice.initial_state(*lattice.states.shape, _lattice.NEG, emit.dtype)
+    last, alphas = _lattice.forward(
+        emit, frame_valid, lattice.skip, init, combine=_lattice.max3
+    )
+    best = jnp.max(jnp.where(lattice.final, last, _lattice.NEG), axis=1)
+    ok = best > 0.5 * _lattice.NEG
+
+    path = jnp.transpose(
+        _backtrack(alphas, frame_valid, lattice.skip, lattice.final, unroll=4)
+    )
+    path = jnp.where(ok[:, None], path, -1)
+    frame_labels = jnp.where(path >= 0, _gather(lattice.states, path), -1)
+
+    chosen = jnp.take_along_axis(
+        log_probs, jnp.maximum(frame_labels, 0)[:, :, None], axis=2
+    )[:, :, 0]
+    score = jnp.sum(jnp.where(frame_labels >= 0, chosen, 0.0), axis=1)
+    score = jnp.where(ok, score, -jnp.inf)
+
+    num_labels = lattice.states.shape[1] // 2
+    starts, ends = _runs(path, num_labels)
+    label = jnp.arange(num_labels, dtype=jnp.int32)[None, :]
+    label_ok = ok[:, None] & (label < lattice.num_labels[:, None])
+    starts = jnp.where(label_ok, starts, -1)
+    ends = jnp.where(label_ok, ends, -1)
+    return Alignment(frame_labels, score, starts, ends)
+
+
 def forced_align(
     logits: jax.typing.ArrayLike,
     logit_paddings: jax.typing.ArrayLike,
@@ -195,37 +233,7 @@ def forced_align(
     logits, lattice, frame_valid, log_epsilon = _loss._prepare(
         logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
     )
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    emit = _lattice.emissions(log_probs, lattice.states, log_epsilon)
-    # Paths must start in state 0: the other states start at NEG, far below any
-    # real path (at worst T * log_epsilon), so an infeasible sequence's best
-    # score stays near NEG and is recognised below.
-    init = _lattice.initial_state(*lattice.states.shape, _lattice.NEG, emit.dtype)
-    last, alphas = _lattice.forward(
-        emit, frame_valid, lattice.skip, init, combine=_lattice.max3
-    )
-    best = jnp.max(jnp.where(lattice.final, last, _lattice.NEG), axis=1)
-    ok = best > 0.5 * _lattice.NEG
-
-    path = jnp.transpose(
-        _backtrack(alphas, frame_valid, lattice.skip, lattice.final, unroll=4)
-    )
-    path = jnp.where(ok[:, None], path, -1)
-    frame_labels = jnp.where(path >= 0, _gather(lattice.states, path), -1)
-
-    chosen = jnp.take_along_axis(
-        log_probs, jnp.maximum(frame_labels, 0)[:, :, None], axis=2
-    )[:, :, 0]
-    score = jnp.sum(jnp.where(frame_labels >= 0, chosen, 0.0), axis=1)
-    score = jnp.where(ok, score, -jnp.inf)
-
-    num_labels = lattice.states.shape[1] // 2
-    starts, ends = _runs(path, num_labels)
-    label = jnp.arange(num_labels, dtype=jnp.int32)[None, :]
-    label_ok = ok[:, None] & (label < lattice.num_labels[:, None])
-    starts = jnp.where(label_ok, starts, -1)
-    ends = jnp.where(label_ok, ends, -1)
-    return Alignment(frame_labels, score, starts, ends)
+    return _viterbi(logits, lattice, frame_valid, log_epsilon)
 
 
 def posteriors(
@@ -288,6 +296,11 @@ def posteriors(
     logits, lattice, frame_valid, log_epsilon = _loss._prepare(
         logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
     )
+    return _class_occupancy(logits, lattice, frame_valid, log_epsilon)
+
+
+@jax.jit
+def _class_occupancy(logits, lattice, frame_valid, log_epsilon):
     states, skip, final = lattice.states, lattice.skip, lattice.final
     nll, alphas = _loss._nll_and_alphas(
         logits, states, skip, final, frame_valid, log_epsilon
