@@ -38,6 +38,12 @@ class Alignment(NamedTuple):
     ends: jax.Array
 
 
+# So that a ``jax.export``-ed forced_align can be serialized with its output.
+jax.export.register_namedtuple_serialization(
+    Alignment, serialized_name="jaxctc.Alignment"
+)
+
+
 # The backtrack. A path's predecessor state at the previous valid frame is the
 # best-scoring of the states that may precede it there (s, s - 1, and s - 2
 # where ``skip``), read off the stored max-plus alphas: for a state ``c`` at a
