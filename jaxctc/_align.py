@@ -102,17 +102,19 @@ def _gather(x, index):
 def _runs(path, num_labels):
     """First and last frame of each label state ``2n + 1`` on ``path`` ``[B, T]``.
 
-    The path's states never decrease over valid frames, so after filling the
-    padded frames (``-1``) from the left (for starts) or from the right (for
-    ends) each run's bounds are binary searches.
+    The path's states never decrease over valid frames. With the padded frames
+    (``-1``) filled from the left, the run of state ``s`` starts after the
+    frames below ``s``; filled from the right, it ends before the frames above
+    ``s``. Counting them is a fused compare-and-sum, ``O(T N)`` per sequence
+    like the lattice recursion itself, with no scatter or per-row search (which
+    would need batch-aware sharding rules).
     """
     from_left = jax.lax.cummax(path, axis=1)
     big = jnp.iinfo(jnp.int32).max
     from_right = jax.lax.cummin(jnp.where(path < 0, big, path), axis=1, reverse=True)
-    targets = 2 * jnp.arange(num_labels, dtype=jnp.int32) + 1
-    search = jax.vmap(jnp.searchsorted, in_axes=(0, None, None))
-    starts = search(from_left, targets, "left").astype(jnp.int32)
-    ends = search(from_right, targets, "right").astype(jnp.int32) - 1
+    targets = (2 * jnp.arange(num_labels, dtype=jnp.int32) + 1)[None, None, :]
+    starts = jnp.sum(from_left[:, :, None] < targets, axis=1, dtype=jnp.int32)
+    ends = jnp.sum(from_right[:, :, None] <= targets, axis=1, dtype=jnp.int32) - 1
     return starts, ends
 
 
