@@ -193,21 +193,42 @@ def build_lattice(labels, label_paddings, blank_id: int) -> Lattice:
     return Lattice(states, skip, final, num_labels)
 
 
-def emissions(log_probs, states, log_epsilon):
-    """``[T, B, S]`` log-probabilities of each extended state's class per frame.
+def frame_emissions(logits, log_norm, states, log_epsilon):
+    """Per-frame emission scores, gathered inside the recursions.
 
-    A gather (not a one-hot matmul: that costs ``B*T*N*K`` and runs at reduced
-    precision on accelerators). Values below ``log_epsilon`` (``-inf`` from
-    masked classes) are raised to it, so nothing downstream meets ``-inf``.
+    Returns ``emit(t) -> [B, S]``: ``logits[:, t, class(s)] - log_norm[:, t]``,
+    the log-probability of each extended state's class at frame ``t``. It is a
+    gather (not a one-hot matmul: that costs ``B*T*N*K`` and runs at reduced
+    precision on accelerators), done frame by frame so that no ``[T, B, S]``
+    array of emissions is ever stored. Values below ``log_epsilon`` (``-inf``
+    from masked classes) are raised to it, so the recursions never meet
+    ``-inf``.
+
+    Args:
+      logits: ``[B, T, K]`` scores.
+      log_norm: ``[B, T]`` their log-normalizer (``logsumexp`` over ``K``; zeros
+        when ``logits`` are already log-probabilities).
+      states: ``[B, S]`` class of each extended state.
+      log_epsilon: scalar floor.
     """
-    emit = jnp.take_along_axis(log_probs, states[:, None, :], axis=2)
-    emit = jnp.maximum(emit, jnp.asarray(log_epsilon, emit.dtype))
-    return jnp.transpose(emit, (1, 0, 2))
+
+    def emit(t):
+        x = jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
+        norm = jax.lax.dynamic_index_in_dim(log_norm, t, axis=1, keepdims=True)
+        return jnp.maximum(jnp.take_along_axis(x, states, axis=1) - norm, log_epsilon)
+
+    return emit
 
 
 # ----------------------------------------------------------------------------
 # Recursions
 # ----------------------------------------------------------------------------
+#
+# Both recursions shift only their carried state (never a freshly computed
+# value) and add the frame's emissions after the semiring sum: XLA:CPU then
+# fuses a step into one vectorized loop, while shifting ``carry + emit`` makes
+# it re-run the gather inside every shifted operand (6x slower, measured).
+# ``unroll=1`` is deliberate too: unrolled bodies were 5-7x slower on CPU.
 
 
 def _shift(x, k: int, fill):
@@ -221,10 +242,20 @@ def _shift(x, k: int, fill):
     return jnp.concatenate([x[..., -k:], pad], axis=-1)
 
 
+# exp() of anything below this is dropped: its relative weight (< 2e-35) cannot
+# change a float32 sum, and x86 slows down on the subnormals exp() returns for
+# arguments in [-104, -87].
+_EXP_FLOOR = -80.0
+
+
+def _exp(x):
+    return jnp.exp(jnp.maximum(x, _EXP_FLOOR))
+
+
 def logsumexp3(a, b, c):
     """``log(e^a + e^b + e^c)`` for finite ``a`` (one max, three exps, one log)."""
     m = jnp.maximum(jnp.maximum(a, b), c)
-    return m + jnp.log(jnp.exp(a - m) + jnp.exp(b - m) + jnp.exp(c - m))
+    return m + jnp.log(_exp(a - m) + _exp(b - m) + _exp(c - m))
 
 
 def max3(a, b, c):
@@ -245,7 +276,7 @@ def initial_state(batch: int, size: int, log_epsilon, dtype):
     return init.at[:, 0].set(0.0)
 
 
-def forward(emit, frame_valid, skip, init, combine: Combine = logsumexp3, unroll=4):
+def forward(emit, frame_valid, skip, init, combine: Combine = logsumexp3, keep=True):
     """Forward scores ``alpha[t, b, s]`` over frames (log or max-plus semiring).
 
     ``alpha_t(s) = combine(alpha_{t-1}(s), alpha_{t-1}(s-1), alpha_{t-1}(s-2)) +
@@ -253,52 +284,81 @@ def forward(emit, frame_valid, skip, init, combine: Combine = logsumexp3, unroll
     ``alpha_t = alpha_{t-1}``.
 
     Args:
-      emit: ``[T, B, S]`` emission scores.
+      emit: ``t -> [B, S]`` emission scores (see ``frame_emissions``).
       frame_valid: ``[T, B]`` bool, False on padded frames.
       skip: ``[B, S]`` bool.
       init: ``[B, S]`` scores before the first frame.
       combine: the semiring's sum of three terms.
-      unroll: frames per scan iteration.
+      keep: also return every frame's scores (else ``None``).
 
     Returns:
-      ``(last [B, S], alphas [T, B, S])``: the scores after the last frame
-      (``init`` when ``T = 0``) and after each frame, emission included.
+      ``(last [B, S], alphas [T, B, S] or None)``: the scores after the last
+      frame (``init`` when ``T = 0``) and after each frame, emission included.
     """
 
-    def step(alpha, x):
-        e, ok = x
+    def step(alpha, t):
         skipped = jnp.where(skip, _shift(alpha, 2, NEG), NEG)
-        new = combine(alpha, _shift(alpha, 1, NEG), skipped) + e
-        new = jnp.where(ok[:, None], new, alpha)
-        return new, new
+        new = combine(alpha, _shift(alpha, 1, NEG), skipped) + emit(t)
+        new = jnp.where(frame_valid[t][:, None], new, alpha)
+        return new, (new if keep else None)
 
-    return jax.lax.scan(step, init, (emit, frame_valid), unroll=unroll)
+    return jax.lax.scan(step, init, jnp.arange(frame_valid.shape[0]))
 
 
-def occupancy(emit, frame_valid, skip, final, alphas, log_z, unroll=4):
-    """State posteriors ``gamma[t, b, s] = P(path in state s at frame t | x)``.
+def backward(emit, frame_valid, skip, final, on_frame, acc, dtype):
+    """Runs the backward recursion from the last frame to the first.
 
-    Runs the backward recursion ``beta`` (scores after frame ``t``, emission at
-    ``t`` excluded) from the final states and combines it with ``alphas``:
-    ``gamma_t(s) = exp(alpha_t(s) + beta_t(s) - log Z)``, zero on padded frames.
-    Each valid frame's ``gamma`` sums to one over ``s``.
+    Carries ``B_t(s)``, the log-probability of finishing the labelling from
+    state ``s`` at frame ``t``, emission at ``t`` included. At each frame it
+    calls ``acc = on_frame(t, beta, ok, acc)`` with ``beta [B, S]``, the same
+    score with the emission at ``t`` excluded, so that
+    ``alpha_t(s) + beta_t(s) - log Z`` is the log-posterior of state ``s``.
+
+    The carry starts as a virtual state past the end (0 at ``s = 2U``, the
+    last of ``final``; ``NEG`` elsewhere): one combine step turns it into exactly
+    "0 at the final states ``2U - 1``, ``2U``". Padded frames leave it as is.
+
+    Returns:
+      The final ``acc``.
     """
-    beta_init = jnp.where(final, 0.0, NEG).astype(emit.dtype)
+    last_final = final & ~_shift(final, -1, False)  # s = 2U
+    init = jnp.where(last_final, 0.0, NEG).astype(dtype)
     skip_next = _shift(skip, -2, False)  # s -> s + 2 allowed
 
-    def step(beta, x):
-        e, ok, alpha = x
-        gamma = jnp.where(ok[:, None], jnp.exp(alpha + beta - log_z[:, None]), 0.0)
-        b = beta + e
-        skipped = jnp.where(skip_next, _shift(b, -2, NEG), NEG)
-        new = logsumexp3(b, _shift(b, -1, NEG), skipped)
-        new = jnp.where(ok[:, None], new, beta)
-        return new, gamma
+    def step(carry, t):
+        scores, acc = carry
+        skipped = jnp.where(skip_next, _shift(scores, -2, NEG), NEG)
+        beta = logsumexp3(scores, _shift(scores, -1, NEG), skipped)
+        ok = frame_valid[t][:, None]
+        acc = on_frame(t, beta, ok, acc)
+        scores = jnp.where(ok, beta + emit(t), scores)
+        return (scores, acc), None
 
-    _, gammas = jax.lax.scan(
-        step, beta_init, (emit, frame_valid, alphas), reverse=True, unroll=unroll
+    (_, acc), _ = jax.lax.scan(
+        step, (init, acc), jnp.arange(frame_valid.shape[0]), reverse=True
     )
-    return gammas
+    return acc
+
+
+def posterior(alpha, beta, log_z, ok):
+    """``P(state s at frame t | x)`` from log alpha/beta; 0 on padded frames."""
+    z = alpha + beta - log_z[:, None]
+    return jnp.where(ok & (z > _EXP_FLOOR), jnp.exp(z), 0.0)
+
+
+def occupancy(emit, frame_valid, skip, final, alphas, log_z):
+    """State posteriors ``gamma[t, b, s] = P(path in state s at frame t | x)``.
+
+    Each valid frame's ``gamma`` sums to one over ``s``; padded frames are 0.
+    """
+
+    def on_frame(t, beta, ok, gammas):
+        gamma = posterior(alphas[t], beta, log_z, ok)
+        return jax.lax.dynamic_update_index_in_dim(gammas, gamma, t, axis=0)
+
+    return backward(
+        emit, frame_valid, skip, final, on_frame, jnp.zeros_like(alphas), alphas.dtype
+    )
 
 
 def final_score(alpha_last, final):

@@ -12,45 +12,137 @@ _REDUCTIONS = ("none", "sum", "mean", "mean_by_label_length")
 _GRAD_MODES = ("posterior", "autodiff")
 
 
-def _nll_and_alphas(logits, states, skip, final, frame_valid, log_epsilon):
-    """``-log P(y | x)`` ``[B]`` and the extended-state alphas ``[T, B, S]``."""
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    emit = _lattice.emissions(log_probs, states, log_epsilon)
+def _forward(logits, states, skip, final, frame_valid, log_epsilon, keep):
+    """``-log P(y | x)`` ``[B]``, the alphas ``[T, B, S]`` (or None) and the
+    log-normalizer ``[B, T]`` of the logits."""
+    log_norm = jax.nn.logsumexp(logits, axis=-1)
+    emit = _lattice.frame_emissions(logits, log_norm, states, log_epsilon)
     init = _lattice.initial_state(*states.shape, log_epsilon, logits.dtype)
-    last, alphas = _lattice.forward(emit, frame_valid, skip, init)
-    return -_lattice.final_score(last, final), alphas
+    last, alphas = _lattice.forward(emit, frame_valid, skip, init, keep=keep)
+    return -_lattice.final_score(last, final), alphas, log_norm
 
 
-# The posterior gradient. With log_probs = log_softmax(logits) and
-# gamma[t, b, s] the posterior of state s at frame t (alpha * beta / Z),
-#     d(-log Z) / d logits[b, t, k]
-#         = valid[b, t] * softmax(logits)[b, t, k] - sum_{s: class(s) = k} gamma
-# because d(-log Z)/d log_probs[b, t, k] = -sum_{s: class(s) = k} gamma and the
-# posteriors of a valid frame sum to one (zero on padded frames). Emissions
-# clamped to log_epsilon (e.g. from -inf logits) are treated as constants'
-# arguments of the softmax, which keeps every entry finite. Only the alphas'
-# own cotangent (rarely used) falls back to autodiff through the scan.
+def _nll_and_alphas(logits, states, skip, final, frame_valid, log_epsilon):
+    nll, alphas, _ = _forward(
+        logits, states, skip, final, frame_valid, log_epsilon, True
+    )
+    return nll, alphas
+
+
+def _nll(logits, states, skip, final, frame_valid, log_epsilon):
+    return _forward(logits, states, skip, final, frame_valid, log_epsilon, False)[0]
+
+
+def posterior_gradient(
+    logits, log_norm, states, skip, final, frame_valid, log_epsilon, alphas, nll, scale
+):
+    """``scale[b] * d nll_b / d logits[b]`` ``[B, T, K]``, one frame at a time.
+
+    With ``gamma[t, b, s]`` the posterior of state ``s`` at frame ``t``
+    (``alpha * beta / Z``) and ``p = softmax(logits)``,
+
+        d(-log Z) / d logits[b, t, k] = valid[b, t] * p[b, t, k]
+                                        - sum_{s: class(s) = k} gamma[t, b, s],
+
+    because d(-log Z) / d log p[b, t, k] is minus the class posterior and a
+    valid frame's posteriors sum to one (padded frames get 0). The backward
+    recursion writes each frame's row straight into the ``[B, T, K]`` result,
+    so no ``[T, B, S]`` posterior array is stored. Emissions clamped to
+    ``log_epsilon`` (``-inf`` logits) keep the formula finite: ``p`` is 0
+    there and the posteriors are finite.
+    """
+    emit = _lattice.frame_emissions(logits, log_norm, states, log_epsilon)
+    rows = jnp.arange(states.shape[0])[:, None]
+    log_z = -nll
+
+    def on_frame(t, beta, ok, grad):
+        x = jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
+        norm = jax.lax.dynamic_index_in_dim(log_norm, t, axis=1, keepdims=True)
+        gamma = _lattice.posterior(alphas[t], beta, log_z, ok)
+        row = jnp.where(ok, jnp.exp(x - norm), 0.0).at[rows, states].add(-gamma)
+        return jax.lax.dynamic_update_index_in_dim(
+            grad, row * scale[:, None], t, axis=1
+        )
+
+    return _lattice.backward(
+        emit,
+        frame_valid,
+        skip,
+        final,
+        on_frame,
+        jnp.zeros_like(logits),
+        logits.dtype,
+    )
+
+
+# The loss alone (ctc_loss): its primal pass keeps no alphas; the forward pass
+# of reverse mode keeps them (one [T, B, S] lattice) for the gradient.
+@jax.custom_vjp
+def _nll_posterior(logits, states, skip, final, frame_valid, log_epsilon):
+    return _nll(logits, states, skip, final, frame_valid, log_epsilon)
+
+
+def _nll_fwd(logits, states, skip, final, frame_valid, log_epsilon):
+    nll, alphas, log_norm = _forward(
+        logits, states, skip, final, frame_valid, log_epsilon, True
+    )
+    return nll, (
+        logits,
+        log_norm,
+        states,
+        skip,
+        final,
+        frame_valid,
+        log_epsilon,
+        alphas,
+        nll,
+    )
+
+
+def _nll_bwd(res, g):
+    logits, log_norm, states, skip, final, frame_valid, log_epsilon, alphas, nll = res
+    grad = posterior_gradient(
+        logits, log_norm, states, skip, final, frame_valid, log_epsilon, alphas, nll, g
+    )
+    return grad, None, None, None, None, None
+
+
+_nll_posterior.defvjp(_nll_fwd, _nll_bwd)
+
+
+# The loss with its alphas (ctc_loss_with_forward_probs): the loss's cotangent
+# takes the posterior gradient; a cotangent on the alphas themselves (rare)
+# falls back to autodiff through the scan, recomputed in the backward pass.
 @jax.custom_vjp
 def _nll_and_alphas_posterior(logits, states, skip, final, frame_valid, log_epsilon):
     return _nll_and_alphas(logits, states, skip, final, frame_valid, log_epsilon)
 
 
-def _posterior_fwd(logits, states, skip, final, frame_valid, log_epsilon):
+def _both_fwd(logits, states, skip, final, frame_valid, log_epsilon):
     args = tuple(
         a.value for a in (logits, states, skip, final, frame_valid, log_epsilon)
     )
-    nll, alphas = _nll_and_alphas(*args)
-    return (nll, alphas), (args, alphas, nll)
+    nll, alphas, log_norm = _forward(*args, True)
+    return (nll, alphas), (args, log_norm, alphas, nll)
 
 
-def _posterior_bwd(res, cotangents):
-    args, alphas, nll = res
+def _both_bwd(res, cotangents):
+    args, log_norm, alphas, nll = res
     logits, states, skip, final, frame_valid, log_epsilon = args
     g_nll, g_alphas = cotangents
     grad = jnp.zeros_like(logits)
     if not isinstance(g_nll, SymbolicZero):
-        grad = grad + g_nll[:, None, None] * posterior_gradient(
-            logits, states, skip, final, frame_valid, log_epsilon, alphas, nll
+        grad = grad + posterior_gradient(
+            logits,
+            log_norm,
+            states,
+            skip,
+            final,
+            frame_valid,
+            log_epsilon,
+            alphas,
+            nll,
+            g_nll,
         )
     if not isinstance(g_alphas, SymbolicZero):
         _, vjp = jax.vjp(lambda x: _nll_and_alphas(x, *args[1:])[1], logits)
@@ -58,32 +150,7 @@ def _posterior_bwd(res, cotangents):
     return grad, None, None, None, None, None
 
 
-_nll_and_alphas_posterior.defvjp(_posterior_fwd, _posterior_bwd, symbolic_zeros=True)
-
-
-def class_posteriors(gammas, states, num_classes):
-    """Sums state posteriors ``[T, B, S]`` per class into ``[B, T, K]``."""
-
-    def one(gamma, state):  # [T, S], [S]
-        return (
-            jnp.zeros((gamma.shape[0], num_classes), gamma.dtype)
-            .at[:, state]
-            .add(gamma)
-        )
-
-    return jax.vmap(one, in_axes=(1, 0))(gammas, states)
-
-
-def posterior_gradient(
-    logits, states, skip, final, frame_valid, log_epsilon, alphas, nll
-):
-    """``d nll_b / d logits[b]`` ``[B, T, K]`` from the alpha-beta posteriors."""
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    emit = _lattice.emissions(log_probs, states, log_epsilon)
-    gammas = _lattice.occupancy(emit, frame_valid, skip, final, alphas, -nll)
-    post = class_posteriors(gammas, states, logits.shape[-1])
-    valid = jnp.transpose(frame_valid).astype(logits.dtype)[:, :, None]
-    return jnp.exp(log_probs) * valid - post
+_nll_and_alphas_posterior.defvjp(_both_fwd, _both_bwd, symbolic_zeros=True)
 
 
 def _prepare(
@@ -108,7 +175,7 @@ def _prepare(
     return logits.astype(dtype), lattice, frame_valid, log_epsilon
 
 
-def _forward_probs(
+def _loss_and_alphas(
     logits,
     logit_paddings,
     labels,
@@ -117,6 +184,7 @@ def _forward_probs(
     log_epsilon,
     grad_mode,
     checked,
+    with_alphas,
 ):
     if grad_mode not in _GRAD_MODES:
         raise ValueError(
@@ -125,10 +193,20 @@ def _forward_probs(
     logits, lattice, frame_valid, log_epsilon = _prepare(
         logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
     )
-    fn = _nll_and_alphas_posterior if grad_mode == "posterior" else _nll_and_alphas
-    nll, alphas = fn(
-        logits, lattice.states, lattice.skip, lattice.final, frame_valid, log_epsilon
+    args = (
+        logits,
+        lattice.states,
+        lattice.skip,
+        lattice.final,
+        frame_valid,
+        log_epsilon,
     )
+    posterior = grad_mode == "posterior"
+    if with_alphas:
+        fn = _nll_and_alphas_posterior if posterior else _nll_and_alphas
+        nll, alphas = fn(*args)
+    else:
+        nll, alphas = (_nll_posterior if posterior else _nll)(*args), None
     # -log P >= 0 exactly; float32 rounding of a near-certain alignment can dip
     # just below zero (optax issue #1771), which the clamp removes.
     return jnp.maximum(nll, 0.0), alphas, lattice, log_epsilon
@@ -231,7 +309,7 @@ def ctc_loss_with_forward_probs(
       unsegmented sequence data with recurrent neural networks
       <https://dl.acm.org/doi/10.1145/1143844.1143891>`_, ICML 2006.
     """
-    loss, alphas, _, _ = _forward_probs(
+    loss, alphas, _, _ = _loss_and_alphas(
         logits,
         logit_paddings,
         labels,
@@ -240,6 +318,7 @@ def ctc_loss_with_forward_probs(
         log_epsilon,
         grad_mode,
         checked,
+        True,
     )
     blank = alphas[:, :, 0::2]
     nonblank = alphas[:, :, 1::2]
@@ -342,7 +421,7 @@ def ctc_loss(
         raise ValueError(
             f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}."
         )
-    loss, _, lattice, log_epsilon = _forward_probs(
+    loss, _, lattice, log_epsilon = _loss_and_alphas(
         logits,
         logit_paddings,
         labels,
@@ -351,6 +430,7 @@ def ctc_loss(
         log_epsilon,
         grad_mode,
         checked,
+        False,
     )
     if zero_infinity:
         ok = feasible(logit_paddings, labels, label_paddings)
