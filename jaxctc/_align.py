@@ -72,7 +72,7 @@ def _best_state(alpha, allowed):
     return jnp.max(jnp.where(allowed & (scores == best), index, -1), axis=1)
 
 
-def _backtrack(alphas, frame_valid, skip, final, unroll):
+def _backtrack(alphas, frame_valid, skip, final):
     """State ``[T, B]`` per frame on the best path (``-1`` on padded frames)."""
     index = jnp.arange(skip.shape[1], dtype=jnp.int32)[None, :]
 
@@ -88,9 +88,7 @@ def _backtrack(alphas, frame_valid, skip, final, unroll):
         return state, jnp.where(ok, state, -1)
 
     start = jnp.full(skip.shape[:1], _START, jnp.int32)
-    _, states = jax.lax.scan(
-        step, start, (alphas, frame_valid), reverse=True, unroll=unroll
-    )
+    _, states = jax.lax.scan(step, start, (alphas, frame_valid), reverse=True)
     return states
 
 
@@ -123,28 +121,26 @@ def _runs(path, num_labels):
 # once per shape instead of dispatching every small op on its own.
 @jax.jit
 def _viterbi(logits, lattice, frame_valid, log_epsilon):
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    emit = _lattice.emissions(log_probs, lattice.states, log_epsilon)
+    log_norm = jax.nn.logsumexp(logits, axis=-1)
+    emit = _lattice.frame_emissions(logits, log_norm, lattice.states, log_epsilon)
     # Paths must start in state 0: the other states start at NEG, far below any
     # real path (at worst T * log_epsilon), so an infeasible sequence's best
     # score stays near NEG and is recognised below.
-    init = _lattice.initial_state(*lattice.states.shape, _lattice.NEG, emit.dtype)
+    init = _lattice.initial_state(*lattice.states.shape, _lattice.NEG, logits.dtype)
     last, alphas = _lattice.forward(
         emit, frame_valid, lattice.skip, init, combine=_lattice.max3
     )
     best = jnp.max(jnp.where(lattice.final, last, _lattice.NEG), axis=1)
     ok = best > 0.5 * _lattice.NEG
 
-    path = jnp.transpose(
-        _backtrack(alphas, frame_valid, lattice.skip, lattice.final, unroll=4)
-    )
+    path = jnp.transpose(_backtrack(alphas, frame_valid, lattice.skip, lattice.final))
     path = jnp.where(ok[:, None], path, -1)
     frame_labels = jnp.where(path >= 0, _gather(lattice.states, path), -1)
 
     chosen = jnp.take_along_axis(
-        log_probs, jnp.maximum(frame_labels, 0)[:, :, None], axis=2
+        logits, jnp.maximum(frame_labels, 0)[:, :, None], axis=2
     )[:, :, 0]
-    score = jnp.sum(jnp.where(frame_labels >= 0, chosen, 0.0), axis=1)
+    score = jnp.sum(jnp.where(frame_labels >= 0, chosen - log_norm, 0.0), axis=1)
     score = jnp.where(ok, score, -jnp.inf)
 
     num_labels = lattice.states.shape[1] // 2
@@ -309,11 +305,24 @@ def posteriors(
 
 @jax.jit
 def _class_occupancy(logits, lattice, frame_valid, log_epsilon):
+    # The loss's forward pass, then the backward recursion writing each frame's
+    # class posteriors (the state posteriors summed per class) into the
+    # [B, T, K] result, as the loss's gradient does: no [T, B, S] posterior
+    # array is stored.
     states, skip, final = lattice.states, lattice.skip, lattice.final
-    nll, alphas = _loss._nll_and_alphas(
-        logits, states, skip, final, frame_valid, log_epsilon
+    nll, alphas, log_norm = _loss._forward(
+        logits, states, skip, final, frame_valid, log_epsilon, True
     )
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    emit = _lattice.emissions(log_probs, states, log_epsilon)
-    gammas = _lattice.occupancy(emit, frame_valid, skip, final, alphas, -nll)
-    return _loss.class_posteriors(gammas, states, logits.shape[-1])
+    emit = _lattice.frame_emissions(logits, log_norm, states, log_epsilon)
+    zeros = jnp.zeros(logits.shape[-1], logits.dtype)
+
+    def on_frame(t, beta, ok, post):
+        gamma = _lattice.posterior(alphas[t], beta, -nll, ok)
+        # A scatter per sequence (vmap): its batch axis stays a batch axis, so
+        # a batch-sharded input needs no gather or reduction across devices.
+        row = jax.vmap(lambda s, g: zeros.at[s].add(g))(states, gamma)
+        return jax.lax.dynamic_update_index_in_dim(post, row, t, axis=1)
+
+    return _lattice.backward(
+        emit, frame_valid, skip, final, on_frame, jnp.zeros_like(logits), logits.dtype
+    )

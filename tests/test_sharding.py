@@ -104,40 +104,68 @@ def run_sharded(axis_type):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _check(report):
-    assert report["devices"] == 8
-    results = report["results"]
-    assert {"ctc_loss", "forced_align", "posteriors"} <= set(results)
-    for name, r in results.items():
-        assert "error" not in r, (name, r["error"])
-        # Per-sequence work is bitwise the same on 8 devices as on one; the
-        # batch sum's all-reduce may round differently (float32, 16 terms).
-        if name == "ctc_loss value_and_grad":
-            assert r["collectives"] == ["all-reduce"], name
-            assert r["shapes"][0] == [] and r["max_diff"] <= 1e-5 * 16
-            assert r["equal"][1], "gradient"
-        else:
-            assert r["collectives"] == [], (name, r["collectives"])
-            assert all(r["equal"]), (name, r["max_diff"])
-        # Outputs with a batch axis stay sharded along it.
-        for spec, shape in zip(r["specs"], r["shapes"], strict=True):
-            if shape and 16 in shape:
-                assert "'batch'" in spec, (name, spec, shape)
-
-
-def test_batch_sharded_over_8_devices_auto_mesh():
-    # Mesh axes of type Auto: the partitioner propagates the input sharding
-    # (what `jax.sharding.Mesh(devices, ("batch",))` gives).
-    _check(run_sharded("Auto"))
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="_lattice.build_lattice's `.at[:, 1::2].set` scatter has no "
-    "unambiguous sharding under Explicit mesh axes (jax.make_mesh's default); "
-    "see the align branch report for the fix",
+NAMES = (
+    "ctc_loss",
+    "ctc_loss value_and_grad",
+    "ctc_loss_with_forward_probs",
+    "forced_align",
+    "posteriors",
+    "greedy_decode",
+    "prefix_beam_search",
 )
-def test_batch_sharded_over_8_devices_explicit_mesh():
-    # Mesh axes of type Explicit (the default of jax.make_mesh in jax 0.10):
-    # every op's output sharding must be decidable from its inputs.
-    _check(run_sharded("Explicit"))
+DECODERS = ("greedy_decode", "prefix_beam_search")
+
+# Known failures of the shared lattice/loss code (owned on main), reported
+# with their fixes; strict, so each flips to a failure once fixed and the mark
+# must then go.
+EXPLICIT_SCATTER = (
+    "_lattice.build_lattice's `.at[:, 1::2].set` scatter has no unambiguous "
+    "output sharding under Explicit mesh axes (jax.make_mesh's default)"
+)
+LOSS_GRAD_GATHER = (
+    "_loss.posterior_gradient's `.at[rows, states].add` scatter all-gathers a "
+    "[B, K] row per frame; a vmapped per-sequence scatter does not"
+)
+KNOWN = {("Auto", "ctc_loss value_and_grad"): LOSS_GRAD_GATHER}
+KNOWN.update({("Explicit", name): EXPLICIT_SCATTER for name in NAMES})
+
+
+def _cases():
+    for mode in ("Auto", "Explicit"):
+        for name in NAMES:
+            reason = None if name in DECODERS else KNOWN.get((mode, name))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            yield pytest.param(mode, name, marks=marks, id=f"{mode}-{name}")
+
+
+@pytest.fixture(scope="module")
+def reports():
+    return {}
+
+
+@pytest.mark.parametrize(("mode", "name"), _cases())
+def test_batch_sharded_over_8_devices(reports, mode, name):
+    # Auto mesh axes: the partitioner propagates the input sharding (what
+    # `jax.sharding.Mesh(devices, ("batch",))` gives). Explicit axes (the
+    # default of jax.make_mesh in jax 0.10): every op's output sharding must
+    # be decidable from its inputs at trace time.
+    if name in DECODERS and name not in jaxctc.__all__:
+        pytest.skip(f"jaxctc.{name} is not on this branch yet")
+    if mode not in reports:
+        reports[mode] = run_sharded(mode)
+    assert reports[mode]["devices"] == 8
+    r = reports[mode]["results"][name]
+    assert "error" not in r, r["error"]
+    # Per-sequence work is bitwise the same on 8 devices as on one; the
+    # batch sum's all-reduce may round differently (float32, 16 terms).
+    if name == "ctc_loss value_and_grad":
+        assert r["collectives"] == ["all-reduce"]
+        assert r["shapes"][0] == [] and r["max_diff"] <= 1e-5 * 16
+        assert r["equal"][1], "gradient"
+    else:
+        assert r["collectives"] == []
+        assert all(r["equal"]), r["max_diff"]
+    # Outputs with a batch axis stay sharded along it.
+    for spec, shape in zip(r["specs"], r["shapes"], strict=True):
+        if 16 in shape:
+            assert "'batch'" in spec, (spec, shape)
