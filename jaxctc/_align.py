@@ -180,7 +180,8 @@ def forced_align(
     leaving it for an earlier one. Equivalently, among the best alignments it
     returns the one whose extended-state sequence (blank, :math:`y_1`, blank,
     :math:`y_2`, ...), read from the last frame backwards, is lexicographically
-    largest: each label is emitted as early as a best alignment allows.
+    largest (its states :math:`0..2U`, compared at the last frame first). Over
+    four uniform frames, ``[1, 2]`` so aligns as ``1 2 - -``.
 
     A sequence with no alignment (fewer valid frames than its labels plus
     their adjacent repeats; see :func:`feasible`) gets ``log_probs = -inf``

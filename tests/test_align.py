@@ -314,6 +314,24 @@ def test_forced_align_float32_and_vmap():
         np.testing.assert_array_equal(np.reshape(a, b.shape), b)
 
 
+def test_forced_align_checked_under_jit():
+    from jax.experimental import checkify
+
+    x, p, q = np.zeros((1, 3, 3)), np.zeros((1, 3)), np.zeros((1, 1))
+
+    @jax.jit
+    @checkify.checkify
+    def align(labels):
+        return jaxctc.forced_align(x, p, labels, q, checked=True)
+
+    err, out = align(np.array([[2]]))
+    err.throw()  # valid labels: no error
+    assert out.frame_labels.tolist() == [[2, 0, 0]]
+    err, _ = align(np.array([[0]]))
+    with pytest.raises(checkify.JaxRuntimeError, match="must not contain `blank_id`"):
+        err.throw()
+
+
 def test_forced_align_static_errors():
     x, p, y, q = (
         np.zeros((1, 2, 3)),
