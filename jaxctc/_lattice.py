@@ -44,7 +44,8 @@ def compute_dtype(dtype) -> jnp.dtype:
     """float64 stays float64; every other float (bf16, f16, f32) runs in f32."""
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"`logits` must be a float array, got dtype {dtype}.")
-    return jnp.dtype(jnp.float64) if dtype == jnp.float64 else jnp.dtype(jnp.float32)
+    # Not jnp.promote_types: under strict dtype promotion it refuses f64 + f32.
+    return jnp.dtype(jnp.float64 if dtype == jnp.float64 else jnp.float32)
 
 
 def check_logits(logits, logit_paddings):

@@ -6,9 +6,12 @@ import inspect
 import jaxctc
 
 PUBLIC = [
+    "Alignment",
     "ctc_loss",
     "ctc_loss_with_forward_probs",
     "feasible",
+    "forced_align",
+    "posteriors",
 ]
 
 
