@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
@@ -155,9 +157,10 @@ def _both_bwd(res, cotangents):
 _nll_and_alphas_posterior.defvjp(_both_fwd, _both_bwd, symbolic_zeros=True)
 
 
-def _prepare(
+def _check(
     logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
 ):
+    """Every input check; returns the inputs as arrays of the compute dtype."""
     logits, logit_paddings = _lattice.check_logits(logits, logit_paddings)
     labels, label_paddings = _lattice.check_labels(
         labels, label_paddings, logits.shape[0]
@@ -167,33 +170,53 @@ def _prepare(
         logits, logit_paddings, labels, label_paddings, blank_id, checked
     )
     dtype = _lattice.compute_dtype(logits.dtype)
-    lattice = _lattice.build_lattice(labels, label_paddings, blank_id)
-    frame_valid = jnp.transpose(logit_paddings == 0)
     log_epsilon = jnp.asarray(log_epsilon, dtype)
     if log_epsilon.ndim != 0:
         raise ValueError(
             f"`log_epsilon` must be a scalar, got shape {log_epsilon.shape}."
         )
-    return logits.astype(dtype), lattice, frame_valid, log_epsilon
+    return (
+        logits.astype(dtype),
+        logit_paddings,
+        labels,
+        label_paddings,
+        blank_id,
+        log_epsilon,
+    )
 
 
-def _loss_and_alphas(
+def _lattice_inputs(logit_paddings, labels, label_paddings, blank_id):
+    lattice = _lattice.build_lattice(labels, label_paddings, blank_id)
+    return lattice, jnp.transpose(logit_paddings == 0)
+
+
+def _prepare(
+    logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
+):
+    """Checks the inputs; returns ``(logits, lattice, frame_valid, log_epsilon)``."""
+    logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon = _check(
+        logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
+    )
+    lattice, frame_valid = _lattice_inputs(
+        logit_paddings, labels, label_paddings, blank_id
+    )
+    return logits, lattice, frame_valid, log_epsilon
+
+
+@functools.partial(jax.jit, static_argnames=("blank_id", "grad_mode", "with_alphas"))
+def _loss_core(
     logits,
     logit_paddings,
     labels,
     label_paddings,
-    blank_id,
     log_epsilon,
+    *,
+    blank_id,
     grad_mode,
-    checked,
     with_alphas,
 ):
-    if grad_mode not in _GRAD_MODES:
-        raise ValueError(
-            f"`grad_mode` must be one of {_GRAD_MODES}, got {grad_mode!r}."
-        )
-    logits, lattice, frame_valid, log_epsilon = _prepare(
-        logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
+    lattice, frame_valid = _lattice_inputs(
+        logit_paddings, labels, label_paddings, blank_id
     )
     args = (
         logits,
@@ -211,7 +234,39 @@ def _loss_and_alphas(
         nll, alphas = (_nll_posterior if posterior else _nll)(*args), None
     # -log P >= 0 exactly; float32 rounding of a near-certain alignment can dip
     # just below zero (optax issue #1771), which the clamp removes.
-    return jnp.maximum(nll, 0.0), alphas, lattice, log_epsilon
+    return jnp.maximum(nll, 0.0), alphas, lattice.num_labels
+
+
+def _loss_and_alphas(
+    logits,
+    logit_paddings,
+    labels,
+    label_paddings,
+    blank_id,
+    log_epsilon,
+    grad_mode,
+    checked,
+    with_alphas,
+):
+    """Checks the inputs (eagerly), then runs one jitted computation."""
+    if grad_mode not in _GRAD_MODES:
+        raise ValueError(
+            f"`grad_mode` must be one of {_GRAD_MODES}, got {grad_mode!r}."
+        )
+    logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon = _check(
+        logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
+    )
+    loss, alphas, num_labels = _loss_core(
+        logits,
+        logit_paddings,
+        labels,
+        label_paddings,
+        log_epsilon,
+        blank_id=blank_id,
+        grad_mode=grad_mode,
+        with_alphas=with_alphas,
+    )
+    return loss, alphas, num_labels, log_epsilon
 
 
 def ctc_loss_with_forward_probs(
@@ -423,7 +478,7 @@ def ctc_loss(
         raise ValueError(
             f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}."
         )
-    loss, _, lattice, log_epsilon = _loss_and_alphas(
+    loss, _, num_labels, log_epsilon = _loss_and_alphas(
         logits,
         logit_paddings,
         labels,
@@ -438,7 +493,7 @@ def ctc_loss(
         ok = feasible(logit_paddings, labels, label_paddings)
         ok &= loss < -0.5 * log_epsilon
         loss = jnp.where(ok, loss, 0.0)
-    return _reduce(loss, lattice.num_labels, reduction)
+    return _reduce(loss, num_labels, reduction)
 
 
 def _reduce(loss, num_labels, reduction):
