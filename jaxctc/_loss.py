@@ -86,29 +86,22 @@ def _nll_posterior(logits, states, skip, final, frame_valid, log_epsilon):
     return _nll(logits, states, skip, final, frame_valid, log_epsilon)
 
 
-def _nll_fwd(logits, states, skip, final, frame_valid, log_epsilon):
-    nll, alphas, log_norm = _forward(
-        logits, states, skip, final, frame_valid, log_epsilon, True
+def _gradient_from(res, g):
+    """The posterior gradient from the forward pass's residuals."""
+    args, log_norm, alphas, nll = res
+    logits, states, skip, final, frame_valid, log_epsilon = args
+    return posterior_gradient(
+        logits, log_norm, states, skip, final, frame_valid, log_epsilon, alphas, nll, g
     )
-    return nll, (
-        logits,
-        log_norm,
-        states,
-        skip,
-        final,
-        frame_valid,
-        log_epsilon,
-        alphas,
-        nll,
-    )
+
+
+def _nll_fwd(*args):
+    nll, alphas, log_norm = _forward(*args, True)
+    return nll, (args, log_norm, alphas, nll)
 
 
 def _nll_bwd(res, g):
-    logits, log_norm, states, skip, final, frame_valid, log_epsilon, alphas, nll = res
-    grad = posterior_gradient(
-        logits, log_norm, states, skip, final, frame_valid, log_epsilon, alphas, nll, g
-    )
-    return grad, None, None, None, None, None
+    return _gradient_from(res, g), None, None, None, None, None
 
 
 _nll_posterior.defvjp(_nll_fwd, _nll_bwd)
@@ -122,34 +115,20 @@ def _nll_and_alphas_posterior(logits, states, skip, final, frame_valid, log_epsi
     return _nll_and_alphas(logits, states, skip, final, frame_valid, log_epsilon)
 
 
-def _both_fwd(logits, states, skip, final, frame_valid, log_epsilon):
-    args = tuple(
-        a.value for a in (logits, states, skip, final, frame_valid, log_epsilon)
-    )
+def _both_fwd(*primals):
+    args = tuple(a.value for a in primals)
     nll, alphas, log_norm = _forward(*args, True)
     return (nll, alphas), (args, log_norm, alphas, nll)
 
 
 def _both_bwd(res, cotangents):
-    args, log_norm, alphas, nll = res
-    logits, states, skip, final, frame_valid, log_epsilon = args
+    args = res[0]
     g_nll, g_alphas = cotangents
-    grad = jnp.zeros_like(logits)
+    grad = jnp.zeros_like(args[0])
     if not isinstance(g_nll, SymbolicZero):
-        grad = grad + posterior_gradient(
-            logits,
-            log_norm,
-            states,
-            skip,
-            final,
-            frame_valid,
-            log_epsilon,
-            alphas,
-            nll,
-            g_nll,
-        )
+        grad = grad + _gradient_from(res, g_nll)
     if not isinstance(g_alphas, SymbolicZero):
-        _, vjp = jax.vjp(lambda x: _nll_and_alphas(x, *args[1:])[1], logits)
+        _, vjp = jax.vjp(lambda x: _nll_and_alphas(x, *args[1:])[1], args[0])
         grad = grad + vjp(g_alphas)[0]
     return grad, None, None, None, None, None
 
