@@ -3,12 +3,22 @@
 The public API; every module whose name starts with ``_`` is private.
 """
 
+from jaxctc._decode import (
+    Hypotheses,
+    greedy_decode,
+    prefix_beam_search,
+    sequence_log_probs,
+)
 from jaxctc._loss import ctc_loss, ctc_loss_with_forward_probs, feasible
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Hypotheses",
     "ctc_loss",
     "ctc_loss_with_forward_probs",
     "feasible",
+    "greedy_decode",
+    "prefix_beam_search",
+    "sequence_log_probs",
 ]

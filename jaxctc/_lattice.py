@@ -44,7 +44,7 @@ def compute_dtype(dtype) -> jnp.dtype:
     """float64 stays float64; every other float (bf16, f16, f32) runs in f32."""
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"`logits` must be a float array, got dtype {dtype}.")
-    return jnp.promote_types(dtype, jnp.float32)
+    return jnp.dtype(jnp.float64) if dtype == jnp.float64 else jnp.dtype(jnp.float32)
 
 
 def check_logits(logits, logit_paddings):
@@ -185,7 +185,7 @@ def build_lattice(labels, label_paddings, blank_id: int) -> Lattice:
         .set(safe)
     )
     prev = jnp.concatenate([jnp.full((batch, 2), -1, jnp.int32), states[:, :-2]], 1)
-    s = jnp.arange(2 * n + 1)
+    s = jnp.arange(2 * n + 1, dtype=jnp.int32)
     skip = (s % 2 == 1)[None, :] & (states != prev) & (s >= 2)[None, :]
     u = num_labels[:, None]
     final = (s[None, :] == 2 * u) | (s[None, :] == 2 * u - 1)
