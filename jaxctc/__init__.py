@@ -10,6 +10,7 @@ from jaxctc._decode import (
     sequence_log_probs,
 )
 from jaxctc._loss import ctc_loss, ctc_loss_with_forward_probs, feasible
+from jaxctc._prefix_search import prefix_search
 
 __version__ = "0.1.0"
 
@@ -20,5 +21,6 @@ __all__ = [
     "feasible",
     "greedy_decode",
     "prefix_beam_search",
+    "prefix_search",
     "sequence_log_probs",
 ]
