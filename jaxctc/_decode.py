@@ -22,6 +22,7 @@ alignment.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -70,11 +71,15 @@ def log_softmax(logits):
     return shifted - jnp.where(jnp.isfinite(lse), lse, 0.0)
 
 
-def _prepare(logits, logit_paddings, blank_id):
+def _check(logits, logit_paddings, blank_id):
     logits, logit_paddings = _lattice.check_logits(logits, logit_paddings)
-    blank_id = _lattice.check_blank_id(blank_id, logits.shape[2])
+    return logits, logit_paddings, _lattice.check_blank_id(blank_id, logits.shape[2])
+
+
+def _log_probs(logits, logit_paddings):
+    """Log-softmax in the compute dtype and the valid-frame mask ``[B, T]``."""
     dtype = _lattice.compute_dtype(logits.dtype)
-    return log_softmax(logits.astype(dtype)), logit_paddings == 0, blank_id
+    return log_softmax(logits.astype(dtype)), logit_paddings == 0
 
 
 def _check_int(name, value, low):
@@ -175,7 +180,13 @@ def greedy_decode(
       >>> hyp.starts[0, :2].tolist(), hyp.ends[0, :2].tolist()
       ([0, 3], [1, 3])
     """
-    log_probs, valid, blank_id = _prepare(logits, logit_paddings, blank_id)
+    logits, logit_paddings, blank_id = _check(logits, logit_paddings, blank_id)
+    return _greedy(logits, logit_paddings, blank_id, merge_repeated)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _greedy(logits, logit_paddings, blank_id, merge_repeated):
+    log_probs, valid = _log_probs(logits, logit_paddings)
     batch, frames, _ = log_probs.shape
     best = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
     score = jnp.sum(jnp.where(valid, jnp.max(log_probs, axis=-1), 0.0), axis=1)
@@ -274,8 +285,19 @@ def sequence_log_probs(
             f"got shape {labels.shape}."
         )
     paths = labels.shape[1] if labels.ndim == 3 else 1
-    flat = labels.reshape(-1, labels.shape[-1])
-    flat_paddings = label_paddings.reshape(flat.shape)
+    flat, flat_paddings = _lattice.check_labels(
+        labels.reshape(-1, labels.shape[-1]),
+        label_paddings.reshape(-1, labels.shape[-1]),
+        labels.shape[0] * paths,
+    )
+    blank_id = _lattice.check_blank_id(blank_id, logits.shape[2])
+    _lattice.check_values(logits, logit_paddings, flat, flat_paddings, blank_id, False)
+    log_p = _rescore(logits, logit_paddings, flat, flat_paddings, blank_id, paths)
+    return log_p.reshape(labels.shape[:-1])
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _rescore(logits, logit_paddings, labels, label_paddings, blank_id, paths):
     if paths != 1:
         logits = jnp.repeat(logits, paths, axis=0)
         logit_paddings = jnp.repeat(logit_paddings, paths, axis=0)
@@ -283,17 +305,16 @@ def sequence_log_probs(
     loss = ctc_loss(
         logits,
         logit_paddings,
-        flat,
-        flat_paddings,
+        labels,
+        label_paddings,
         blank_id=blank_id,
         log_epsilon=log_epsilon,
     )
     # Paths through clamped (-inf) emissions score about log_epsilon or less.
-    possible = feasible(logit_paddings, flat, flat_paddings) & (
+    possible = feasible(logit_paddings, labels, label_paddings) & (
         loss < -0.5 * log_epsilon
     )
-    log_p = jnp.where(possible, -loss, _NEG_INF)
-    return log_p.reshape(labels.shape[:-1])
+    return jnp.where(possible, -loss, _NEG_INF)
 
 
 # ----------------------------------------------------------------------------
@@ -599,8 +620,8 @@ def prefix_beam_search(
       recognition using bi-directional recurrent DNNs
       <https://arxiv.org/abs/1408.2873>`_, 2014.
     """
-    log_probs, valid, blank_id = _prepare(logits, logit_paddings, blank_id)
-    _, frames, num_classes = log_probs.shape
+    logits, logit_paddings, blank_id = _check(logits, logit_paddings, blank_id)
+    _, frames, num_classes = logits.shape
     width = _check_int("beam_width", beam_width, 1)
     paths = _check_int("top_paths", top_paths, 1)
     if paths > width:
@@ -609,23 +630,53 @@ def prefix_beam_search(
         max_length = frames
     else:
         max_length = _check_int("max_label_length", max_label_length, 0)
-
-    token_log_probs = log_probs.at[..., blank_id].set(_NEG_INF)
-    if token_min_log_prob is not None:
-        token_log_probs = jnp.where(
-            token_log_probs >= token_min_log_prob, token_log_probs, _NEG_INF
-        )
-    if blank_skip_log_prob is not None:
-        skip = log_probs[..., blank_id : blank_id + 1] > blank_skip_log_prob
-        token_log_probs = jnp.where(skip, _NEG_INF, token_log_probs)
-    tokens = jnp.arange(num_classes, dtype=jnp.int32)
-    tokens_axis = None
+    top_k = None
     if token_top_k is not None:
         top_k = _check_int("token_top_k", token_top_k, 1)
-        if top_k < num_classes:
-            token_log_probs, tokens = jax.lax.top_k(token_log_probs, top_k)
-            tokens = tokens.astype(jnp.int32)
-            tokens_axis = 0
+        top_k = top_k if top_k < num_classes else None
+    return _beam_search(
+        logits,
+        logit_paddings,
+        token_min_log_prob,
+        blank_skip_log_prob,
+        blank_id=blank_id,
+        width=width,
+        paths=paths,
+        max_length=max_length,
+        top_k=top_k,
+    )
+
+
+@functools.partial(
+    jax.jit, static_argnames=("blank_id", "width", "paths", "max_length", "top_k")
+)
+def _beam_search(
+    logits,
+    logit_paddings,
+    min_log_prob,
+    skip_log_prob,
+    *,
+    blank_id,
+    width,
+    paths,
+    max_length,
+    top_k,
+):
+    log_probs, valid = _log_probs(logits, logit_paddings)
+    token_log_probs = log_probs.at[..., blank_id].set(_NEG_INF)
+    if min_log_prob is not None:
+        token_log_probs = jnp.where(
+            token_log_probs >= min_log_prob, token_log_probs, _NEG_INF
+        )
+    if skip_log_prob is not None:
+        skip = log_probs[..., blank_id : blank_id + 1] > skip_log_prob
+        token_log_probs = jnp.where(skip, _NEG_INF, token_log_probs)
+    tokens = jnp.arange(log_probs.shape[-1], dtype=jnp.int32)
+    tokens_axis = None
+    if top_k is not None:
+        token_log_probs, tokens = jax.lax.top_k(token_log_probs, top_k)
+        tokens = tokens.astype(jnp.int32)
+        tokens_axis = 0
 
     def one(lp, ok, tok, tok_lp):
         return _search_one(lp, ok, tok, tok_lp, blank_id, width, paths, max_length)
