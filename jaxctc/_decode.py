@@ -13,7 +13,10 @@ prefix, the hashes of the prefix without its last token, its last token and
 its length. The extension ``prefix(w) + k`` equals the beam ``w'`` exactly when
 ``w'`` has length ``len(w) + 1``, last token ``k`` and parent hashes equal to
 ``w``'s hashes, an ``O(W^2)`` comparison independent of ``T`` (a false match
-needs two independent 32-bit hashes to collide at once). The labels are not
+needs two independent 32-bit hashes to collide at once). Per frame only the
+``W + 1`` most probable allowed classes compete as extensions (chosen for all
+frames at once before the scan), which is exact (see ``_beam_step``) and makes
+the step independent of ``K``. The labels are not
 stored per beam either: each frame records where every beam's blank- and
 label-ending best alignment came from (``O(W)`` integers), and one reverse scan
 at the end reads the labels and the frames of their tokens back off the best
@@ -379,24 +382,29 @@ def _initial_beams(width, dtype):
     )
 
 
-def _beam_step(beams, log_probs, tokens, token_log_probs, blank_id, max_length):
+def _beam_step(beams, log_probs, token_log_probs, candidates, blank_id, max_length):
     """One frame of prefix beam search for one utterance.
 
-    ``log_probs [K]`` is the frame's log-softmax; ``tokens [C]`` and
-    ``token_log_probs [C]`` the candidate classes that may extend a prefix
-    (``-inf`` for excluded ones, the blank among them). Returns the new beams
-    and, per new beam, the source of its best blank- and label-ending
-    alignment (``2 * beam + (0 blank | 1 label)`` at the previous frame).
+    ``log_probs [K]`` is the frame's log-softmax, ``token_log_probs [K]`` the
+    same with ``-inf`` for the classes that may not extend a prefix (the blank,
+    pruned classes), and ``candidates [C]`` the classes whose extensions
+    compete for the beam, the frame's most probable allowed ones. ``C = W + 1``
+    loses nothing: an extension ``(w, k)`` with ``W + 1`` better classes
+    ``k'`` is beaten by at least ``W`` distinct candidates (the extensions
+    ``(w, k')`` or the beams they merge into; one ``k'`` may repeat ``w``'s
+    last token). Returns the new beams and, per new beam, the source of its
+    best blank- and label-ending alignment (``2 * beam + (0 blank | 1
+    label)`` at the previous frame).
     """
     width = beams.blank.shape[0]
-    num_tokens = tokens.shape[0]
+    num_candidates = candidates.shape[0]
     w = jnp.arange(width, dtype=jnp.int32)
     total = jnp.logaddexp(beams.blank, beams.label)
     alive = total > _NEG_INF
     lp_blank = log_probs[blank_id]
-    lp_last = jnp.where(
-        beams.length > 0, log_probs[jnp.maximum(beams.last, 0)], _NEG_INF
-    )
+    has_last = beams.length > 0
+    last = jnp.maximum(beams.last, 0)
+    lp_last = jnp.where(has_last, log_probs[last], _NEG_INF)
     best_any = jnp.maximum(beams.best_blank, beams.best_label)
     best_sub = (beams.best_label > beams.best_blank).astype(jnp.int32)
 
@@ -409,48 +417,50 @@ def _beam_step(beams, log_probs, tokens, token_log_probs, blank_id, max_length):
     stay_src_label = 2 * w + 1
 
     # Extend: prefix + token. Repeating the last token needs a blank between.
-    same = tokens[None, :] == beams.last[:, None]  # [W, C]
-    ext = jnp.where(same, beams.blank[:, None], total[:, None]) + token_log_probs[None]
+    candidate_lp = token_log_probs[candidates]
+    same = candidates[None, :] == beams.last[:, None]  # [W, C]
+    ext = jnp.where(same, beams.blank[:, None], total[:, None]) + candidate_lp[None]
     ext = jnp.where((beams.length < max_length)[:, None], ext, _NEG_INF)
 
-    # Merge: extension (parent, last[w']) is the same prefix as beam w'.
+    # Merge: the extension of beam `parent` by `last[w']` is beam w'.
     match = (
         (alive[:, None] & alive[None, :])
         & (beams.length[:, None] + 1 == beams.length[None, :])
         & (beams.hash1[:, None] == beams.parent1[None, :])
         & (beams.hash2[:, None] == beams.parent2[None, :])
     )  # [parent, child]
-    column = jnp.argmax(same, axis=1).astype(jnp.int32)  # child's last token
-    merged = jnp.any(match, axis=0) & jnp.any(same, axis=1)
+    merged = jnp.any(match, axis=0)
     parent = jnp.argmax(match, axis=0).astype(jnp.int32)
-    stay_label = jnp.logaddexp(
-        stay_label, jnp.where(merged, ext[parent, column], _NEG_INF)
-    )
     repeat = beams.last == beams.last[parent]
+    lp_token = token_log_probs[last]
+    merged_mass = jnp.where(repeat, beams.blank[parent], total[parent]) + lp_token
+    stay_label = jnp.logaddexp(stay_label, jnp.where(merged, merged_mass, _NEG_INF))
     merged_best = jnp.where(
         merged,
-        jnp.where(repeat, beams.best_blank[parent], best_any[parent])
-        + token_log_probs[column],
+        jnp.where(repeat, beams.best_blank[parent], best_any[parent]) + lp_token,
         _NEG_INF,
     )
     merged_src = 2 * parent + jnp.where(repeat, 0, best_sub[parent])
     better = merged_best > stay_best_label
     stay_best_label = jnp.where(better, merged_best, stay_best_label)
     stay_src_label = jnp.where(better, merged_src, stay_src_label)
-    ext = ext.at[jnp.where(merged, parent, width), column].set(_NEG_INF, mode="drop")
+    # ... and leaves the candidates (where it is one).
+    column = jnp.argmax(same, axis=1).astype(jnp.int32)  # w's last token
+    drop = merged & jnp.any(same, axis=1)
+    ext = ext.at[jnp.where(drop, parent, width), column].set(_NEG_INF, mode="drop")
 
     # Keep the W most probable of the W stays and W * C extensions.
-    candidates = jnp.concatenate([jnp.logaddexp(stay_blank, stay_label), ext.ravel()])
-    _, index = jax.lax.top_k(candidates, width)
+    scores = jnp.concatenate([jnp.logaddexp(stay_blank, stay_label), ext.ravel()])
+    _, index = jax.lax.top_k(scores, width)
     stay = index < width
     flat = jnp.maximum(index - width, 0)
-    src = jnp.where(stay, index, flat // num_tokens)
-    column = flat % num_tokens
-    token = tokens[column]
+    src = jnp.where(stay, index, flat // num_candidates)
+    column = flat % num_candidates
+    token = candidates[column]
     ext_repeat = token == beams.last[src]
     ext_best = (
         jnp.where(ext_repeat, beams.best_blank[src], best_any[src])
-        + token_log_probs[column]
+        + candidate_lp[column]
     )
     ext_src = 2 * src + jnp.where(ext_repeat, 0, best_sub[src])
     new = _Beams(
@@ -477,22 +487,20 @@ def _beam_step(beams, log_probs, tokens, token_log_probs, blank_id, max_length):
 
 
 def _search_one(
-    log_probs, valid, tokens, token_log_probs, blank_id, width, paths, max_length
+    log_probs, valid, token_log_probs, candidates, blank_id, width, paths, max_length
 ):
     """Prefix beam search over one utterance's ``[T, K]`` log-probabilities."""
     frames = log_probs.shape[0]
-    shared_tokens = tokens.ndim == 1
 
     def step(beams, x):
-        lp, ok, tok_lp = x[:3]
-        tok = tokens if shared_tokens else x[3]
+        lp, ok, tok_lp, cand = x
         new, (src_blank, src_label) = _beam_step(
-            beams, lp, tok, tok_lp, blank_id, max_length
+            beams, lp, tok_lp, cand, blank_id, max_length
         )
         new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, beams)
         return new, (src_blank, src_label, new.last, new.length)
 
-    xs = (log_probs, valid, token_log_probs) + (() if shared_tokens else (tokens,))
+    xs = (log_probs, valid, token_log_probs, candidates)
     beams, trace = jax.lax.scan(step, _initial_beams(width, log_probs.dtype), xs)
     total = jnp.minimum(jnp.logaddexp(beams.blank, beams.label), 0.0)
     scores, slot = jax.lax.top_k(total, paths)
@@ -555,9 +563,12 @@ def prefix_beam_search(
 
     the extensions :math:`y' k` of every beam :math:`y'` by every class
     :math:`k`; an extension equal to an existing beam is merged into it by
-    summing. The whole search is one ``lax.scan`` over frames with fixed
-    shapes, vectorised over the batch, with per-frame work
-    :math:`O(WK + W^2)` and a compile time independent of ``T``.
+    summing, and the ``W`` most probable prefixes are kept. The whole search
+    is one ``lax.scan`` over frames with fixed shapes, vectorised over the
+    batch, with per-frame work :math:`O(K \log W)` (choosing the ``W + 1``
+    classes per frame that can enter the beam, done for all frames before the
+    scan) plus :math:`O(W^2)` in the scan, no host callbacks, and a compile
+    time independent of ``T``.
 
     Scores: ``log_probs`` is :math:`\log(p_b + p_{nb})` after the last frame,
     the log of the total probability of all alignments of that labelling that
@@ -671,16 +682,18 @@ def _beam_search(
     if skip_log_prob is not None:
         skip = log_probs[..., blank_id : blank_id + 1] > skip_log_prob
         token_log_probs = jnp.where(skip, _NEG_INF, token_log_probs)
-    tokens = jnp.arange(log_probs.shape[-1], dtype=jnp.int32)
-    tokens_axis = None
+    num_classes = log_probs.shape[-1]
     if top_k is not None:
-        token_log_probs, tokens = jax.lax.top_k(token_log_probs, top_k)
-        tokens = tokens.astype(jnp.int32)
-        tokens_axis = 0
+        kth = jax.lax.top_k(token_log_probs, top_k)[0][..., -1:]
+        token_log_probs = jnp.where(token_log_probs >= kth, token_log_probs, _NEG_INF)
+    # The classes whose extensions compete per frame; W + 1 are enough to be
+    # exact (see _beam_step).
+    num_candidates = min(width + 1, num_classes, top_k or num_classes)
+    _, candidates = jax.lax.top_k(token_log_probs, num_candidates)
 
-    def one(lp, ok, tok, tok_lp):
-        return _search_one(lp, ok, tok, tok_lp, blank_id, width, paths, max_length)
+    def one(lp, ok, tok_lp, cand):
+        return _search_one(lp, ok, tok_lp, cand, blank_id, width, paths, max_length)
 
-    return jax.vmap(one, in_axes=(0, 0, tokens_axis, 0))(
-        log_probs, valid, tokens, token_log_probs
+    return jax.vmap(one)(
+        log_probs, valid, token_log_probs, candidates.astype(jnp.int32)
     )

@@ -251,7 +251,7 @@ def test_wide_beam_finds_exact_labellings(rng):
 @pytest.mark.parametrize("width", [1, 3])
 def test_narrow_beam_matches_reference_search(rng, width):
     """Pruning and merging of identical prefixes, as the textbook search."""
-    logits, paddings = random_batch(rng, 6, 12, 4, scale=1.5)
+    logits, paddings = random_batch(rng, 6, 12, 6, scale=1.5)
     paths = min(width, 3)
     hyp = jaxctc.prefix_beam_search(
         logits, paddings, beam_width=width, top_paths=paths, blank_id=1
