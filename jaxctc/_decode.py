@@ -498,7 +498,12 @@ def _search_one(
             beams, lp, tok_lp, cand, blank_id, max_length
         )
         new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, beams)
-        return new, (src_blank, src_label, new.last, new.length)
+        # The barrier keeps XLA:CPU from fusing these values into the update of
+        # the whole [T, ...] trace buffer (which then costs O(T) per frame).
+        trace = jax.lax.optimization_barrier(
+            (src_blank, src_label, new.last, new.length)
+        )
+        return new, trace
 
     xs = (log_probs, valid, token_log_probs, candidates)
     beams, trace = jax.lax.scan(step, _initial_beams(width, log_probs.dtype), xs)
