@@ -487,13 +487,22 @@ def _beam_step(beams, log_probs, token_log_probs, candidates, blank_id, max_leng
 
 
 def _search_one(
-    log_probs, valid, token_log_probs, candidates, blank_id, width, paths, max_length
+    log_probs,
+    valid,
+    token_log_probs,
+    candidates,
+    floor,
+    blank_id,
+    width,
+    paths,
+    max_length,
 ):
     """Prefix beam search over one utterance's ``[T, K]`` log-probabilities."""
     frames = log_probs.shape[0]
 
     def step(beams, x):
-        lp, ok, tok_lp, cand = x
+        lp, ok, tok_lp, cand, low = x
+        tok_lp = jnp.where(tok_lp >= low, tok_lp, _NEG_INF)
         new, (src_blank, src_label) = _beam_step(
             beams, lp, tok_lp, cand, blank_id, max_length
         )
@@ -505,7 +514,7 @@ def _search_one(
         )
         return new, trace
 
-    xs = (log_probs, valid, token_log_probs, candidates)
+    xs = (log_probs, valid, token_log_probs, candidates, floor)
     beams, trace = jax.lax.scan(step, _initial_beams(width, log_probs.dtype), xs)
     total = jnp.minimum(jnp.logaddexp(beams.blank, beams.label), 0.0)
     scores, slot = jax.lax.top_k(total, paths)
@@ -687,18 +696,24 @@ def _beam_search(
     if skip_log_prob is not None:
         skip = log_probs[..., blank_id : blank_id + 1] > skip_log_prob
         token_log_probs = jnp.where(skip, _NEG_INF, token_log_probs)
-    num_classes = log_probs.shape[-1]
-    if top_k is not None:
-        kth = jax.lax.top_k(token_log_probs, top_k)[0][..., -1:]
-        token_log_probs = jnp.where(token_log_probs >= kth, token_log_probs, _NEG_INF)
     # The classes whose extensions compete per frame; W + 1 are enough to be
-    # exact (see _beam_step).
+    # exact (see _beam_step). With top-k pruning the allowed classes are those
+    # at or above the k-th log-probability, `floor`, of their frame.
+    num_classes = log_probs.shape[-1]
     num_candidates = min(width + 1, num_classes, top_k or num_classes)
-    _, candidates = jax.lax.top_k(token_log_probs, num_candidates)
+    candidate_lp, candidates = jax.lax.top_k(token_log_probs, num_candidates)
+    if top_k is None:
+        floor = jnp.full(log_probs.shape[:2], _NEG_INF, log_probs.dtype)
+    elif top_k == num_candidates:
+        floor = candidate_lp[..., -1]
+    else:
+        floor = jax.lax.top_k(token_log_probs, top_k)[0][..., -1]
 
-    def one(lp, ok, tok_lp, cand):
-        return _search_one(lp, ok, tok_lp, cand, blank_id, width, paths, max_length)
+    def one(lp, ok, tok_lp, cand, floor):
+        return _search_one(
+            lp, ok, tok_lp, cand, floor, blank_id, width, paths, max_length
+        )
 
     return jax.vmap(one)(
-        log_probs, valid, token_log_probs, candidates.astype(jnp.int32)
+        log_probs, valid, token_log_probs, candidates.astype(jnp.int32), floor
     )
