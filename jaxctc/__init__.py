@@ -4,15 +4,27 @@ The public API; every module whose name starts with ``_`` is private.
 """
 
 from jaxctc._align import Alignment, forced_align, posteriors
+from jaxctc._decode import (
+    Hypotheses,
+    greedy_decode,
+    prefix_beam_search,
+    sequence_log_probs,
+)
 from jaxctc._loss import ctc_loss, ctc_loss_with_forward_probs, feasible
+from jaxctc._prefix_search import prefix_search
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Alignment",
+    "Hypotheses",
     "ctc_loss",
     "ctc_loss_with_forward_probs",
     "feasible",
     "forced_align",
+    "greedy_decode",
     "posteriors",
+    "prefix_beam_search",
+    "prefix_search",
+    "sequence_log_probs",
 ]
