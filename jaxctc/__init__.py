@@ -3,16 +3,32 @@
 The public API; every module whose name starts with ``_`` is private.
 """
 
+from jaxctc._align import Alignment, forced_align, posteriors
+from jaxctc._decode import (
+    Hypotheses,
+    greedy_decode,
+    prefix_beam_search,
+    sequence_log_probs,
+)
 from jaxctc._loss import ctc_loss, ctc_loss_with_forward_probs, feasible
 from jaxctc._metrics import char_error_rate, edit_distance, word_error_rate
+from jaxctc._prefix_search import prefix_search
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Alignment",
+    "Hypotheses",
     "char_error_rate",
     "ctc_loss",
     "ctc_loss_with_forward_probs",
     "edit_distance",
     "feasible",
+    "forced_align",
+    "greedy_decode",
+    "posteriors",
+    "prefix_beam_search",
+    "prefix_search",
+    "sequence_log_probs",
     "word_error_rate",
 ]

@@ -44,7 +44,8 @@ def compute_dtype(dtype) -> jnp.dtype:
     """float64 stays float64; every other float (bf16, f16, f32) runs in f32."""
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"`logits` must be a float array, got dtype {dtype}.")
-    return jnp.dtype(jnp.float64) if dtype == jnp.float64 else jnp.dtype(jnp.float32)
+    # Not jnp.promote_types: under strict dtype promotion it refuses f64 + f32.
+    return jnp.dtype(jnp.float64 if dtype == jnp.float64 else jnp.float32)
 
 
 def check_logits(logits, logit_paddings):
@@ -177,13 +178,9 @@ def build_lattice(labels, label_paddings, blank_id: int) -> Lattice:
     num_labels = jnp.sum(valid, axis=1, dtype=jnp.int32)
     safe = jnp.where(valid, labels, blank_id).astype(jnp.int32)
     blanks = jnp.full((batch, n + 1), blank_id, jnp.int32)
-    states = (
-        jnp.zeros((batch, 2 * n + 1), jnp.int32)
-        .at[:, 0::2]
-        .set(blanks)
-        .at[:, 1::2]
-        .set(safe)
-    )
+    # Interleave without a scatter, so batch-sharded (Explicit) meshes work.
+    pairs = jnp.stack([blanks[:, :-1], safe], axis=2).reshape(batch, 2 * n)
+    states = jnp.concatenate([pairs, blanks[:, -1:]], axis=1)
     prev = jnp.concatenate([jnp.full((batch, 2), -1, jnp.int32), states[:, :-2]], 1)
     s = jnp.arange(2 * n + 1, dtype=jnp.int32)
     skip = (s % 2 == 1)[None, :] & (states != prev) & (s >= 2)[None, :]

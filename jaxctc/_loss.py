@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
@@ -52,14 +54,16 @@ def posterior_gradient(
     there and the posteriors are finite.
     """
     emit = _lattice.frame_emissions(logits, log_norm, states, log_epsilon)
-    rows = jnp.arange(states.shape[0], dtype=jnp.int32)[:, None]
     log_z = -nll
 
     def on_frame(t, beta, ok, grad):
         x = jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
         norm = jax.lax.dynamic_index_in_dim(log_norm, t, axis=1, keepdims=True)
         gamma = _lattice.posterior(alphas[t], beta, log_z, ok)
-        row = jnp.where(ok, jnp.exp(x - norm), 0.0).at[rows, states].add(-gamma)
+        row = jnp.where(ok, jnp.exp(x - norm), 0.0)
+        # Scatter per sequence (vmapped), so that a batch-sharded input keeps
+        # every row on its own device: a batched scatter all-gathers.
+        row = jax.vmap(lambda r, s, g: r.at[s].add(g))(row, states, -gamma)
         return jax.lax.dynamic_update_index_in_dim(
             grad, row * scale[:, None], t, axis=1
         )
@@ -82,29 +86,22 @@ def _nll_posterior(logits, states, skip, final, frame_valid, log_epsilon):
     return _nll(logits, states, skip, final, frame_valid, log_epsilon)
 
 
-def _nll_fwd(logits, states, skip, final, frame_valid, log_epsilon):
-    nll, alphas, log_norm = _forward(
-        logits, states, skip, final, frame_valid, log_epsilon, True
+def _gradient_from(res, g):
+    """The posterior gradient from the forward pass's residuals."""
+    args, log_norm, alphas, nll = res
+    logits, states, skip, final, frame_valid, log_epsilon = args
+    return posterior_gradient(
+        logits, log_norm, states, skip, final, frame_valid, log_epsilon, alphas, nll, g
     )
-    return nll, (
-        logits,
-        log_norm,
-        states,
-        skip,
-        final,
-        frame_valid,
-        log_epsilon,
-        alphas,
-        nll,
-    )
+
+
+def _nll_fwd(*args):
+    nll, alphas, log_norm = _forward(*args, True)
+    return nll, (args, log_norm, alphas, nll)
 
 
 def _nll_bwd(res, g):
-    logits, log_norm, states, skip, final, frame_valid, log_epsilon, alphas, nll = res
-    grad = posterior_gradient(
-        logits, log_norm, states, skip, final, frame_valid, log_epsilon, alphas, nll, g
-    )
-    return grad, None, None, None, None, None
+    return _gradient_from(res, g), None, None, None, None, None
 
 
 _nll_posterior.defvjp(_nll_fwd, _nll_bwd)
@@ -118,34 +115,20 @@ def _nll_and_alphas_posterior(logits, states, skip, final, frame_valid, log_epsi
     return _nll_and_alphas(logits, states, skip, final, frame_valid, log_epsilon)
 
 
-def _both_fwd(logits, states, skip, final, frame_valid, log_epsilon):
-    args = tuple(
-        a.value for a in (logits, states, skip, final, frame_valid, log_epsilon)
-    )
+def _both_fwd(*primals):
+    args = tuple(a.value for a in primals)
     nll, alphas, log_norm = _forward(*args, True)
     return (nll, alphas), (args, log_norm, alphas, nll)
 
 
 def _both_bwd(res, cotangents):
-    args, log_norm, alphas, nll = res
-    logits, states, skip, final, frame_valid, log_epsilon = args
+    args = res[0]
     g_nll, g_alphas = cotangents
-    grad = jnp.zeros_like(logits)
+    grad = jnp.zeros_like(args[0])
     if not isinstance(g_nll, SymbolicZero):
-        grad = grad + posterior_gradient(
-            logits,
-            log_norm,
-            states,
-            skip,
-            final,
-            frame_valid,
-            log_epsilon,
-            alphas,
-            nll,
-            g_nll,
-        )
+        grad = grad + _gradient_from(res, g_nll)
     if not isinstance(g_alphas, SymbolicZero):
-        _, vjp = jax.vjp(lambda x: _nll_and_alphas(x, *args[1:])[1], logits)
+        _, vjp = jax.vjp(lambda x: _nll_and_alphas(x, *args[1:])[1], args[0])
         grad = grad + vjp(g_alphas)[0]
     return grad, None, None, None, None, None
 
@@ -153,9 +136,10 @@ def _both_bwd(res, cotangents):
 _nll_and_alphas_posterior.defvjp(_both_fwd, _both_bwd, symbolic_zeros=True)
 
 
-def _prepare(
+def _check(
     logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
 ):
+    """Every input check; returns the inputs as arrays of the compute dtype."""
     logits, logit_paddings = _lattice.check_logits(logits, logit_paddings)
     labels, label_paddings = _lattice.check_labels(
         labels, label_paddings, logits.shape[0]
@@ -165,33 +149,53 @@ def _prepare(
         logits, logit_paddings, labels, label_paddings, blank_id, checked
     )
     dtype = _lattice.compute_dtype(logits.dtype)
-    lattice = _lattice.build_lattice(labels, label_paddings, blank_id)
-    frame_valid = jnp.transpose(logit_paddings == 0)
     log_epsilon = jnp.asarray(log_epsilon, dtype)
     if log_epsilon.ndim != 0:
         raise ValueError(
             f"`log_epsilon` must be a scalar, got shape {log_epsilon.shape}."
         )
-    return logits.astype(dtype), lattice, frame_valid, log_epsilon
+    return (
+        logits.astype(dtype),
+        logit_paddings,
+        labels,
+        label_paddings,
+        blank_id,
+        log_epsilon,
+    )
 
 
-def _loss_and_alphas(
+def _lattice_inputs(logit_paddings, labels, label_paddings, blank_id):
+    lattice = _lattice.build_lattice(labels, label_paddings, blank_id)
+    return lattice, jnp.transpose(logit_paddings == 0)
+
+
+def _prepare(
+    logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
+):
+    """Checks the inputs; returns ``(logits, lattice, frame_valid, log_epsilon)``."""
+    logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon = _check(
+        logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
+    )
+    lattice, frame_valid = _lattice_inputs(
+        logit_paddings, labels, label_paddings, blank_id
+    )
+    return logits, lattice, frame_valid, log_epsilon
+
+
+@functools.partial(jax.jit, static_argnames=("blank_id", "grad_mode", "with_alphas"))
+def _loss_core(
     logits,
     logit_paddings,
     labels,
     label_paddings,
-    blank_id,
     log_epsilon,
+    *,
+    blank_id,
     grad_mode,
-    checked,
     with_alphas,
 ):
-    if grad_mode not in _GRAD_MODES:
-        raise ValueError(
-            f"`grad_mode` must be one of {_GRAD_MODES}, got {grad_mode!r}."
-        )
-    logits, lattice, frame_valid, log_epsilon = _prepare(
-        logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
+    lattice, frame_valid = _lattice_inputs(
+        logit_paddings, labels, label_paddings, blank_id
     )
     args = (
         logits,
@@ -209,7 +213,39 @@ def _loss_and_alphas(
         nll, alphas = (_nll_posterior if posterior else _nll)(*args), None
     # -log P >= 0 exactly; float32 rounding of a near-certain alignment can dip
     # just below zero (optax issue #1771), which the clamp removes.
-    return jnp.maximum(nll, 0.0), alphas, lattice, log_epsilon
+    return jnp.maximum(nll, 0.0), alphas, lattice.num_labels
+
+
+def _loss_and_alphas(
+    logits,
+    logit_paddings,
+    labels,
+    label_paddings,
+    blank_id,
+    log_epsilon,
+    grad_mode,
+    checked,
+    with_alphas,
+):
+    """Checks the inputs (eagerly), then runs one jitted computation."""
+    if grad_mode not in _GRAD_MODES:
+        raise ValueError(
+            f"`grad_mode` must be one of {_GRAD_MODES}, got {grad_mode!r}."
+        )
+    logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon = _check(
+        logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
+    )
+    loss, alphas, num_labels = _loss_core(
+        logits,
+        logit_paddings,
+        labels,
+        label_paddings,
+        log_epsilon,
+        blank_id=blank_id,
+        grad_mode=grad_mode,
+        with_alphas=with_alphas,
+    )
+    return loss, alphas, num_labels, log_epsilon
 
 
 def ctc_loss_with_forward_probs(
@@ -421,7 +457,7 @@ def ctc_loss(
         raise ValueError(
             f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}."
         )
-    loss, _, lattice, log_epsilon = _loss_and_alphas(
+    loss, _, num_labels, log_epsilon = _loss_and_alphas(
         logits,
         logit_paddings,
         labels,
@@ -436,7 +472,7 @@ def ctc_loss(
         ok = feasible(logit_paddings, labels, label_paddings)
         ok &= loss < -0.5 * log_epsilon
         loss = jnp.where(ok, loss, 0.0)
-    return _reduce(loss, lattice.num_labels, reduction)
+    return _reduce(loss, num_labels, reduction)
 
 
 def _reduce(loss, num_labels, reduction):

@@ -6,9 +6,17 @@ import inspect
 import jaxctc
 
 PUBLIC = [
+    "Alignment",
+    "Hypotheses",
     "ctc_loss",
     "ctc_loss_with_forward_probs",
     "feasible",
+    "forced_align",
+    "greedy_decode",
+    "posteriors",
+    "prefix_beam_search",
+    "prefix_search",
+    "sequence_log_probs",
 ]
 
 
