@@ -29,6 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
 import train  # noqa: E402
 
+import jaxctc  # noqa: E402
+
 STRIDE = 4  # pixel columns per frame
 
 
@@ -67,53 +69,30 @@ def load_images(paths, height: int) -> tuple[np.ndarray, np.ndarray]:
     return images, paddings
 
 
-def greedy_spans(best_path: np.ndarray, valid: np.ndarray, blank_id: int):
-    """``(class, first, end)`` per emitted label of one greedy frame path."""
-    spans = []
-    for frame, (cls, ok) in enumerate(zip(best_path, valid, strict=True)):
-        cls = int(cls)
-        if not ok or cls == blank_id:
-            continue
-        if spans and spans[-1][0] == cls and spans[-1][2] == frame:
-            spans[-1][2] = frame + 1  # the run goes on
-        else:
-            spans.append([cls, frame, frame + 1])
-    return [tuple(s) for s in spans]
-
-
 @nnx.jit
 def _decode(model, images, logit_paddings):
     logits = model(images)
-    hyp = train.greedy_decode(logits, logit_paddings, blank_id=data.BLANK_ID)
+    hyp = jaxctc.greedy_decode(logits, logit_paddings, blank_id=data.BLANK_ID)
     # log P(text | image) over all alignments of the text (exact rescoring).
-    log_prob = train.sequence_log_probs(
+    log_prob = jaxctc.sequence_log_probs(
         logits, logit_paddings, hyp.labels, hyp.label_paddings, blank_id=data.BLANK_ID
     )
-    if hyp.starts is not None:  # jaxctc's token timestamps (ends inclusive)
-        starts, ends = hyp.starts, hyp.ends + 1
-    else:
-        starts, ends = jnp.full_like(hyp.labels, -1), jnp.full_like(hyp.labels, -1)
-    best_path = jnp.argmax(logits, axis=-1)
-    return hyp.labels, hyp.label_paddings, log_prob, starts, ends, best_path
+    # The greedy path's token timestamps: first and last (inclusive) frame.
+    return hyp.labels, hyp.label_paddings, log_prob, hyp.starts, hyp.ends + 1
 
 
 def read(model, images: np.ndarray, logit_paddings: np.ndarray) -> list[Reading]:
     """Decodes a batch with the model (in eval mode)."""
     model.eval()
-    labels, label_paddings, log_prob, starts, ends, best = jax.device_get(
+    labels, label_paddings, log_prob, starts, ends = jax.device_get(
         _decode(model, jnp.asarray(images), jnp.asarray(logit_paddings))
     )
-    texts = data.decode(labels, label_paddings)
     readings = []
-    for b, text in enumerate(texts):
-        if starts[b, 0] >= 0 or not text:
-            n = len(text)
-            spans = list(
-                zip(text, starts[b, :n].tolist(), ends[b, :n].tolist(), strict=True)
-            )
-        else:  # no timestamps from the decoder: read them off the greedy path
-            spans = greedy_spans(best[b], logit_paddings[b] == 0, data.BLANK_ID)
-            spans = [(data.ALPHABET[c - 1], s, e) for c, s, e in spans]
+    for b, text in enumerate(data.decode(labels, label_paddings)):
+        n = len(text)
+        spans = list(
+            zip(text, starts[b, :n].tolist(), ends[b, :n].tolist(), strict=True)
+        )
         readings.append(Reading(text, float(np.exp(log_prob[b])), spans))
     return readings
 

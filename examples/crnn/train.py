@@ -17,7 +17,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -107,44 +106,10 @@ def train_step(model, optimizer, images, labels, label_paddings):
     return loss
 
 
-# --- Stand-ins: DELETE this block when jaxctc's decoders land on main, and ---
-# --- use jaxctc.greedy_decode / jaxctc.sequence_log_probs directly.       ---
-class _Hypotheses(NamedTuple):
-    labels: jax.Array
-    label_paddings: jax.Array
-    log_probs: jax.Array
-    starts: jax.Array | None = None
-    ends: jax.Array | None = None
-
-
-def _greedy_decode(logits, logit_paddings, *, blank_id=0):
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    best = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
-    valid = logit_paddings == 0
-    prev = jnp.concatenate([jnp.full_like(best[:, :1], -1), best[:, :-1]], axis=1)
-    keep = valid & (best != blank_id) & (best != prev)
-    order = jnp.argsort(~keep, axis=1, stable=True)
-    labels = jnp.take_along_axis(jnp.where(keep, best, 0), order, axis=1)
-    paddings = jnp.take_along_axis(~keep, order, axis=1).astype(jnp.float32)
-    score = jnp.sum(jnp.where(valid, jnp.max(log_probs, axis=-1), 0.0), axis=1)
-    return _Hypotheses(labels, paddings, score)
-
-
-def _sequence_log_probs(logits, logit_paddings, labels, label_paddings, *, blank_id=0):
-    return -jaxctc.ctc_loss(
-        logits, logit_paddings, labels, label_paddings, blank_id=blank_id
-    )
-
-
-greedy_decode = getattr(jaxctc, "greedy_decode", _greedy_decode)
-sequence_log_probs = getattr(jaxctc, "sequence_log_probs", _sequence_log_probs)
-# --- end of the stand-ins. ----------------------------------------------------
-
-
 def decode(logits, logit_paddings, decoder: str, beam_width: int):
     """Best hypothesis per line: ``(labels [B, L], label_paddings [B, L])``."""
     if decoder == "greedy":
-        hyp = greedy_decode(logits, logit_paddings, blank_id=data.BLANK_ID)
+        hyp = jaxctc.greedy_decode(logits, logit_paddings, blank_id=data.BLANK_ID)
         return hyp.labels, hyp.label_paddings
     hyp = jaxctc.prefix_beam_search(
         logits,
@@ -166,7 +131,7 @@ def evaluate_batch(model, images, labels, label_paddings, decoder, beam_width):
     # log P(text | image), summed over every alignment of the decoded text
     # (exact rescoring: the negated CTC loss of the hypothesis); exp of it is
     # the model's confidence in the text.
-    log_prob = sequence_log_probs(
+    log_prob = jaxctc.sequence_log_probs(
         logits, paddings, hyp_labels, hyp_paddings, blank_id=data.BLANK_ID
     )
     return hyp_labels, hyp_paddings, log_prob, distances
@@ -337,7 +302,6 @@ def main(config: Config) -> dict:
         "cer": greedy["cer"],
         "seq_acc": greedy["seq_acc"],
         "greedy": {"cer": greedy["cer"], "seq_acc": greedy["seq_acc"]},
-        "beam": None,
         "steps": config.steps,
         "resumed_from": start,
         "train_seconds": history["train_seconds"],
@@ -346,15 +310,12 @@ def main(config: Config) -> dict:
         "per_device_batch": per_device_batch,
         "final_loss": history["loss"][-1][1] if history["loss"] else None,
     }
-    shown = greedy
-    if hasattr(jaxctc, "prefix_beam_search"):
-        beam = evaluate(model, test, config, batch_sharding, decoder="beam")
-        metrics["beam"] = {
-            "cer": beam["cer"],
-            "seq_acc": beam["seq_acc"],
-            "beam_width": config.beam_width,
-        }
-        shown = beam
+    beam = evaluate(model, test, config, batch_sharding, decoder="beam")
+    metrics["beam"] = {
+        "cer": beam["cer"],
+        "seq_acc": beam["seq_acc"],
+        "beam_width": config.beam_width,
+    }
     (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     history_file.write_text(json.dumps(history))
     plots.training_curve(history, workdir / "curve.png")
@@ -362,8 +323,8 @@ def main(config: Config) -> dict:
     plots.prediction_grid(
         test.images[:count],
         data.decode(test.labels[:count], test.label_paddings[:count]),
-        shown["texts"][:count],
-        np.exp(shown["log_probs"][:count]),
+        beam["texts"][:count],
+        np.exp(beam["log_probs"][:count]),
         workdir / "samples.png",
     )
     return metrics
