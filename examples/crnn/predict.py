@@ -57,8 +57,8 @@ def load_images(paths, height: int) -> tuple[np.ndarray, np.ndarray]:
     lines = []
     for path in paths:
         image = Image.open(path).convert("L")
-        width = max(STRIDE, round(image.width * height / image.height / STRIDE))
-        image = image.resize((width * STRIDE, height), Image.BILINEAR)
+        frames = max(1, round(image.width * height / image.height / STRIDE))
+        image = image.resize((frames * STRIDE, height), Image.BILINEAR)
         lines.append(np.asarray(image, np.float32) / 255.0)
     width = max(line.shape[1] for line in lines)
     images = np.ones((len(lines), height, width), np.float32)
