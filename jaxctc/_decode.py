@@ -63,6 +63,12 @@ class Hypotheses(NamedTuple):
     ends: jax.Array | None = None
 
 
+# So that an exported decoder can be serialized with its output.
+jax.export.register_namedtuple_serialization(
+    Hypotheses, serialized_name="jaxctc.Hypotheses"
+)
+
+
 def log_softmax(logits):
     """``log_softmax`` that maps a frame of only ``-inf`` logits to ``-inf``.
 
@@ -85,6 +91,19 @@ def _log_probs(logits, logit_paddings):
     return log_softmax(logits.astype(dtype)), logit_paddings == 0
 
 
+def _top_k(x, k):
+    """The ``k`` largest entries along the last axis and their indices.
+
+    ``jax.lax.approx_max_k`` with ``recall_target=1.0``, i.e. the exact top
+    ``k``, sorted (on CPU it returns what ``jax.lax.top_k`` returns, ties to
+    the lower index, at the same speed; tested against brute force). Not
+    ``top_k`` itself: XLA's SPMD partitioner all-gathers the operand of a
+    ``top_k`` (XLA:CPU's TopK call) but splits ``approx_max_k`` along its other
+    axes, so a batch-sharded input is decoded with no communication.
+    """
+    return jax.lax.approx_max_k(x, k, recall_target=1.0)
+
+
 def _check_int(name, value, low):
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
         raise TypeError(f"`{name}` must be a Python int, got {value!r}.")
@@ -93,30 +112,23 @@ def _check_int(name, value, low):
     return int(value)
 
 
-def _scatter_spans(batch_index, positions, tokens, frames, size):
+def _scatter_spans(positions, tokens, frames, size):
     """Labels, starts and ends ``[R, size]`` from per-frame token positions.
 
     ``positions`` (``[R, F]``) is the token index each frame belongs to, or
-    ``size`` for frames that belong to no token (dropped).
+    ``size`` for frames that belong to no token (dropped); ``frames`` (``[F]``)
+    the frame numbers, shared by the rows. Each row scatters on
+    its own (vmapped), so a batch-sharded input needs no communication.
     """
-    rows = batch_index.shape[0]
-    labels = (
-        jnp.zeros((rows, size), jnp.int32)
-        .at[batch_index, positions]
-        .set(tokens, mode="drop")
-    )
     big = np.iinfo(np.int32).max
-    starts = (
-        jnp.full((rows, size), big, jnp.int32)
-        .at[batch_index, positions]
-        .min(frames, mode="drop")
-    )
-    ends = (
-        jnp.full((rows, size), -1, jnp.int32)
-        .at[batch_index, positions]
-        .max(frames, mode="drop")
-    )
-    return labels, jnp.where(starts == big, -1, starts), ends
+
+    def one(pos, tok, frame):
+        labels = jnp.zeros((size,), jnp.int32).at[pos].set(tok, mode="drop")
+        starts = jnp.full((size,), big, jnp.int32).at[pos].min(frame, mode="drop")
+        ends = jnp.full((size,), -1, jnp.int32).at[pos].max(frame, mode="drop")
+        return labels, jnp.where(starts == big, -1, starts), ends
+
+    return jax.vmap(one, in_axes=(0, 0, None))(positions, tokens, frames)
 
 
 # ----------------------------------------------------------------------------
@@ -201,16 +213,14 @@ def _greedy(logits, logit_paddings, blank_id, merge_repeated):
         [jnp.full((batch, min(frames, 1)), -1, jnp.int32), last_valid[:, :-1]], 1
     )
     prev_best = jnp.where(
-        prev >= 0, jnp.take_along_axis(best, jnp.maximum(prev, 0), axis=1), -1
+        prev >= 0, jax.vmap(lambda b, p: b[p])(best, jnp.maximum(prev, 0)), -1
     )
     in_token = valid & (best != blank_id)
     new_token = in_token & (best != prev_best) if merge_repeated else in_token
     # Frames of a merged run keep the index of the token that opened it.
     position = jnp.cumsum(new_token, axis=1, dtype=jnp.int32) - 1
     position = jnp.where(in_token, position, frames)
-    labels, starts, ends = _scatter_spans(
-        jnp.arange(batch)[:, None], position, best, t[None, :], frames
-    )
+    labels, starts, ends = _scatter_spans(position, best, t, frames)
     num_labels = jnp.sum(new_token, axis=1, dtype=jnp.int32)
     label_paddings = (t[None, :] >= num_labels[:, None]).astype(jnp.float32)
     return Hypotheses(labels, label_paddings, jnp.minimum(score, 0.0), starts, ends)
@@ -455,7 +465,7 @@ def _beam_step(
 
     # Keep the W most probable of the W stays and W * C extensions.
     scores = jnp.concatenate([jnp.logaddexp(stay_blank, stay_label), ext.ravel()])
-    _, index = jax.lax.top_k(scores, width)
+    _, index = _top_k(scores, width)
     stay = index < width
     flat = jnp.maximum(index - width, 0)
     src = jnp.where(stay, index, flat // num_candidates)
@@ -491,6 +501,7 @@ def _beam_step(
 
 
 def _search_one(
+    init,
     log_probs,
     valid,
     token_log_probs,
@@ -518,9 +529,9 @@ def _search_one(
         return new, trace
 
     xs = (log_probs, valid, token_log_probs, candidates, floor)
-    beams, trace = jax.lax.scan(step, _initial_beams(width, log_probs.dtype), xs)
+    beams, trace = jax.lax.scan(step, init, xs)
     total = jnp.minimum(jnp.logaddexp(beams.blank, beams.label), 0.0)
-    scores, slot = jax.lax.top_k(total, paths)
+    scores, slot = _top_k(total, paths)
     alive = scores > _NEG_INF
     sub = (beams.best_label[slot] > beams.best_blank[slot]).astype(jnp.int32)
 
@@ -538,13 +549,7 @@ def _search_one(
         back, (slot, sub), (*trace, valid), reverse=True
     )
     t = jnp.arange(frames, dtype=jnp.int32)
-    labels, starts, ends = _scatter_spans(
-        jnp.arange(paths)[:, None],
-        position.T,
-        token.T,
-        jnp.broadcast_to(t[None, :], (paths, frames)),
-        max_length,
-    )
+    labels, starts, ends = _scatter_spans(position.T, token.T, t, max_length)
     length = jnp.where(alive, beams.length[slot], 0)
     label_paddings = (
         jnp.arange(max_length, dtype=jnp.int32)[None, :] >= length[:, None]
@@ -691,7 +696,9 @@ def _beam_search(
     top_k,
 ):
     log_probs, valid = _log_probs(logits, logit_paddings)
-    token_log_probs = log_probs.at[..., blank_id].set(_NEG_INF)
+    # A mask, not `.at[..., blank_id].set`: scatters break batch sharding.
+    is_blank = jnp.arange(log_probs.shape[-1]) == blank_id
+    token_log_probs = jnp.where(is_blank, _NEG_INF, log_probs)
     if min_log_prob is not None:
         token_log_probs = jnp.where(
             token_log_probs >= min_log_prob, token_log_probs, _NEG_INF
@@ -705,28 +712,38 @@ def _beam_search(
     num_classes = log_probs.shape[-1]
     num_candidates = min(width + 1, num_classes, top_k or num_classes)
 
-    # XLA:CPU turns `top_k` into its fast TopK kernel only when nothing but
-    # the top-k slice of the sort is used; slicing its output again (the k-th
-    # value) falls back to a full sort, 8x slower at K = 1024 (measured). The
-    # barriers keep the slices apart.
+    # XLA:CPU takes its fast top-k path only when nothing but the top-k slice
+    # of the sort is used; slicing the result again (the k-th value for
+    # `floor`) falls back to a full sort, 8x slower at K = 1024 (measured).
+    # The barriers keep the slices apart.
     def top(k):
-        return jax.lax.optimization_barrier(jax.lax.top_k(token_log_probs, k))
+        return jax.lax.optimization_barrier(_top_k(token_log_probs, k))
 
     candidate_lp, candidates = top(num_candidates)
     if top_k is None:
-        floor = jnp.full(log_probs.shape[:2], _NEG_INF, log_probs.dtype)
+        # Derived from an input (not built fresh) so it keeps the batch sharding.
+        floor = jnp.full_like(log_probs[..., 0], _NEG_INF)
     elif top_k == num_candidates:
         floor = candidate_lp[..., -1]
     else:
         floor = top(top_k)[0][..., -1]
 
-    def one(lp, ok, tok_lp, cand, floor):
+    def one(init, lp, ok, tok_lp, cand, floor):
         return _search_one(
-            lp, ok, tok_lp, cand, floor, blank_id, width, paths, max_length
+            init, lp, ok, tok_lp, cand, floor, blank_id, width, paths, max_length
         )
+
+    # The initial beams, one set per sequence, derived from an input: the scan
+    # carry is then batched (and batch-sharded) from the first trace of its
+    # step; a constant carry mixes replicated and sharded operands in gathers.
+    any_valid = jnp.any(valid, axis=1)
+    init = jax.tree.map(
+        lambda a: jnp.where(any_valid.reshape((-1,) + (1,) * a.ndim), a[None], a[None]),
+        _initial_beams(width, log_probs.dtype),
+    )
 
     # The barrier stops XLA from moving the pre-pass into the scan's body.
     inputs = jax.lax.optimization_barrier(
         (log_probs, valid, token_log_probs, candidates.astype(jnp.int32), floor)
     )
-    return jax.vmap(one)(*inputs)
+    return jax.vmap(one)(init, *inputs)

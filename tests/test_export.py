@@ -2,9 +2,10 @@
 
 ``jax.export`` lowers for all three platforms here, on a CPU-only machine: it
 fails for an op that one of them cannot lower, and it refuses host callbacks
-outright. On top of that the module text must hold no ``custom_call`` at all
-(host callbacks, and also vendor libraries such as LAPACK/cuSOLVER that a TPU
-would not have), so every computation is plain StableHLO. The CPU artifact,
+outright. On top of that the module text must hold no ``custom_call`` (host
+callbacks, and also vendor libraries such as LAPACK/cuSOLVER that a TPU would
+not have) other than XLA's own ``ApproxTopK``, which every XLA backend lowers
+itself (the beam search's exact top-k, see ``jaxctc._decode._top_k``). The CPU artifact,
 serialized and read back, must give what the function gives directly.
 """
 
@@ -57,11 +58,15 @@ def custom_calls(module_text):
     return set(re.findall(r"custom_call\s*@([\w.$-]+)", module_text))
 
 
+# XLA built-ins that reach StableHLO as custom calls: no host, no vendor library.
+XLA_BUILTINS = {"ApproxTopK"}
+
+
 def _export_and_check(fn, args):
     specs = [jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype) for a in args]
     exported = jax.export.export(jax.jit(fn), platforms=PLATFORMS)(*specs)
     assert exported.platforms == PLATFORMS
-    assert custom_calls(exported.mlir_module()) == set()
+    assert custom_calls(exported.mlir_module()) <= XLA_BUILTINS
 
     restored = jax.export.deserialize(exported.serialize())
     got = restored.call(*args)
