@@ -8,8 +8,10 @@ import jaxctc
 PUBLIC = [
     "Alignment",
     "Hypotheses",
+    "char_error_rate",
     "ctc_loss",
     "ctc_loss_with_forward_probs",
+    "edit_distance",
     "feasible",
     "forced_align",
     "greedy_decode",
@@ -17,6 +19,7 @@ PUBLIC = [
     "prefix_beam_search",
     "prefix_search",
     "sequence_log_probs",
+    "word_error_rate",
 ]
 
 
