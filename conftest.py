@@ -13,3 +13,8 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(0)
+
+
+# Scripts that regenerate stored test data need the peers (TensorFlow):
+# they are run by hand, never collected.
+collect_ignore = ["tests/data/make_tf_vectors.py"]
