@@ -127,7 +127,7 @@ def reports():
     return {}
 
 
-@pytest.mark.parametrize(("mode", "name"), _cases())
+@pytest.mark.parametrize(("mode", "name"), list(_cases()))
 def test_batch_sharded_over_8_devices(reports, mode, name):
     # Auto mesh axes: the partitioner propagates the input sharding (what
     # `jax.sharding.Mesh(devices, ("batch",))` gives). Explicit axes (the
