@@ -82,7 +82,9 @@ def log_softmax(logits):
 
 def _check(logits, logit_paddings, blank_id):
     logits, logit_paddings = _lattice.check_logits(logits, logit_paddings)
-    return logits, logit_paddings, _lattice.check_blank_id(blank_id, logits.shape[2])
+    blank_id = _lattice.check_blank_id(blank_id, logits.shape[2])
+    _lattice.check_frame_values(logits, logit_paddings)
+    return logits, logit_paddings, blank_id
 
 
 def _log_probs(logits, logit_paddings):

@@ -126,6 +126,18 @@ def value_errors(logits, logit_paddings, labels, label_paddings, blank_id):
     return checks
 
 
+def check_frame_values(logits, logit_paddings):
+    """For the decoders: NaN logits and non-0/1 paddings raise ``ValueError``
+    when the values are concrete (outside ``jit``); under ``jit`` a NaN frame
+    decodes to an unspecified hypothesis with a NaN score."""
+    if not _is_concrete(logits, logit_paddings):
+        return
+    if bool(_bad_paddings(logit_paddings)):
+        raise ValueError("`logit_paddings` must contain only 0 and 1.")
+    if bool(jnp.any(jnp.isnan(logits))):
+        raise ValueError("`logits` contain NaN.")
+
+
 def check_values(logits, logit_paddings, labels, label_paddings, blank_id, checked):
     """Raises ``ValueError`` for bad values when they are concrete.
 
@@ -292,6 +304,9 @@ def forward(emit, frame_valid, skip, init, combine: Combine = logsumexp3, keep=T
       frame (``init`` when ``T = 0``) and after each frame, emission included.
     """
 
+    if frame_valid.shape[0] == 0:  # no frame: the body would index nothing
+        return init, (jnp.zeros((0,) + init.shape, init.dtype) if keep else None)
+
     def step(alpha, t):
         skipped = jnp.where(skip, _shift(alpha, 2, NEG), NEG)
         new = combine(alpha, _shift(alpha, 1, NEG), skipped) + emit(t)
@@ -317,6 +332,8 @@ def backward(emit, frame_valid, skip, final, on_frame, acc, dtype):
     Returns:
       The final ``acc``.
     """
+    if frame_valid.shape[0] == 0:  # no frame: nothing to visit
+        return acc
     last_final = final & ~_shift(final, -1, False)  # s = 2U
     init = jnp.where(last_final, 0.0, NEG).astype(dtype)
     skip_next = _shift(skip, -2, False)  # s -> s + 2 allowed
