@@ -67,22 +67,32 @@ def check_logits(logits, logit_paddings):
     return logits, logit_paddings
 
 
-def check_labels(labels, label_paddings, batch_size: int):
-    """Static checks for ``labels [B, N]`` (integers) and ``label_paddings``."""
+def check_labels(
+    labels,
+    label_paddings,
+    batch_size=None,
+    name="labels",
+    paddings_name="label_paddings",
+):
+    """Static checks for integer ``labels [B, N]`` and their paddings.
+
+    ``batch_size`` (when given) is the ``B`` the labels must have; ``name`` and
+    ``paddings_name`` are the argument names the errors show.
+    """
     labels = jnp.asarray(labels)
     label_paddings = jnp.asarray(label_paddings)
     if labels.ndim != 2:
-        raise ValueError(f"`labels` must have rank 2 [B, N], got shape {labels.shape}.")
+        raise ValueError(f"`{name}` must have rank 2 [B, N], got shape {labels.shape}.")
     if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"`labels` must be an integer array, got dtype {labels.dtype}.")
+        raise TypeError(f"`{name}` must be an integer array, got dtype {labels.dtype}.")
     if label_paddings.shape != labels.shape:
         raise ValueError(
-            f"`label_paddings` must have the shape of `labels` {labels.shape}, "
+            f"`{paddings_name}` must have the shape of `{name}` {labels.shape}, "
             f"got {label_paddings.shape}."
         )
-    if labels.shape[0] != batch_size:
+    if batch_size is not None and labels.shape[0] != batch_size:
         raise ValueError(
-            f"`labels` must have batch size B = {batch_size} (from `logits`), "
+            f"`{name}` must have batch size B = {batch_size} (from `logits`), "
             f"got shape {labels.shape}."
         )
     return labels.astype(jnp.int32), label_paddings

@@ -17,20 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxctc import _lattice
+
 
 def _check_pair(labels, paddings, name):
-    labels = jnp.asarray(labels)
-    paddings = jnp.asarray(paddings)
-    if labels.ndim != 2:
-        raise ValueError(f"`{name}` must have rank 2 [B, N], got shape {labels.shape}.")
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"`{name}` must be an integer array, got dtype {labels.dtype}.")
-    if paddings.shape != labels.shape:
-        raise ValueError(
-            f"`{name}` paddings must have the shape of `{name}` {labels.shape}, "
-            f"got {paddings.shape}."
-        )
-    return labels.astype(jnp.int32), paddings
+    return _lattice.check_labels(
+        labels, paddings, name=name, paddings_name=f"{name[:-1]}_paddings"
+    )
 
 
 def _check_inputs(labels, label_paddings, references, reference_paddings):

@@ -153,7 +153,9 @@ def test_bad_inputs():
         jaxctc.edit_distance(ok[0], pad[0], ok, pad)
     with pytest.raises(TypeError, match="`references` must be an integer"):
         jaxctc.edit_distance(ok, pad, pad, pad)
-    with pytest.raises(ValueError, match="paddings must have the shape"):
+    with pytest.raises(
+        ValueError, match="`label_paddings` must have the shape of `labels`"
+    ):
         jaxctc.edit_distance(ok, pad[:, :2], ok, pad)
     with pytest.raises(ValueError, match="same batch size"):
         jaxctc.edit_distance(ok, pad, ok[:1], pad[:1])
