@@ -95,13 +95,62 @@ def _gradient_from(res, g):
     )
 
 
+def smoothed_gradient(logits, log_norm, lattice, frame_valid, weights, ends, scale):
+    """``scale[b] * d nll_b / d logits[b]`` ``[B, T, K]`` from transition weights.
+
+    The same gradient as ``posterior_gradient`` (``softmax`` minus the class
+    posteriors), with the state posteriors carried back frame by frame along
+    the forward pass's ``weights`` (see ``_lattice.smooth``) instead of being
+    rebuilt from alphas and betas. ``ends`` are the posteriors at the last
+    frame, ``(blank [B, N + 1], label [B, N])``.
+    """
+
+    def on_frame(t, blank, label, ok, grad):
+        x = jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
+        norm = jax.lax.dynamic_index_in_dim(log_norm, t, axis=1, keepdims=True)
+        row = jnp.where(ok, jnp.exp(x - norm), 0.0)
+        label = jnp.where(ok, label, 0.0)
+        blank = jnp.where(ok[:, 0], jnp.sum(blank, axis=1), 0.0)
+        # Scatter per sequence (vmapped), so that a batch-sharded input keeps
+        # every row on its own device: a batched scatter all-gathers.
+        row = jax.vmap(lambda r, k, y, g, b: r.at[y].add(g).at[k].add(b))(
+            row, lattice.blank_id[:, 0], lattice.labels, -label, -blank
+        )
+        return jax.lax.dynamic_update_index_in_dim(
+            grad, row * scale[:, None], t, axis=1
+        )
+
+    return _lattice.smooth(
+        weights, frame_valid, *ends, on_frame, jnp.zeros_like(logits)
+    )
+
+
 def _nll_fwd(*args):
-    nll, alphas, log_norm = _forward(*args, True)
-    return nll, (args, log_norm, alphas, nll)
+    logits, states, skip, final, frame_valid, log_epsilon = args
+    if frame_valid.shape[0] == 0:  # no frame: the alpha-beta path handles it
+        nll, alphas, log_norm = _forward(*args, True)
+        return nll, (args, log_norm, alphas, nll)
+    lattice = _lattice.split(states, skip, final)
+    log_norm = jax.nn.logsumexp(logits, axis=-1)
+    emit = _lattice.split_emissions(logits, log_norm, lattice, log_epsilon)
+    blank, label, weights = _lattice.forward_weights(
+        emit, frame_valid, lattice, log_epsilon, logits.dtype
+    )
+    log_z, *ends = _lattice.final_posteriors(blank, label, lattice)
+    return -log_z, (args, log_norm, weights, tuple(ends))
 
 
 def _nll_bwd(res, g):
-    return _gradient_from(res, g), None, None, None, None, None
+    args, log_norm, weights, ends = res
+    if isinstance(weights, _lattice.Weights):
+        logits, _, _, _, frame_valid, _ = args
+        lattice = _lattice.split(*args[1:4])
+        grad = smoothed_gradient(
+            logits, log_norm, lattice, frame_valid, weights, ends, g
+        )
+    else:
+        grad = _gradient_from(res, g)
+    return grad, None, None, None, None, None
 
 
 _nll_posterior.defvjp(_nll_fwd, _nll_bwd)
@@ -303,8 +352,10 @@ def ctc_loss_with_forward_probs(
       blank_id: the blank's class index, in ``[0, K)``.
       log_epsilon: the stand-in for :math:`\log 0` (a finite scalar).
       grad_mode: ``"posterior"`` (default): the closed-form gradient
-        ``softmax - posterior occupancy`` from an alpha-beta pass, memory a
-        small multiple of one ``[T, B, 2N+1]`` lattice; supports reverse mode
+        ``softmax - posterior occupancy``, memory a small multiple of one
+        ``[T, B, 2N+1]`` lattice (:func:`ctc_loss` carries the posteriors
+        back along the forward pass's transition weights; with the alphas
+        returned, they come from an alpha-beta pass); supports reverse mode
         (``grad``, ``vjp``, ``vmap`` of them) once. ``"autodiff"``: plain
         differentiation through the ``lax.scan``, for forward mode
         (``jvp``, ``jacfwd``) and higher orders (``hessian``, grad of grad).
