@@ -490,7 +490,9 @@ def split_emissions(logits, log_norm, lattice: SplitLattice, log_epsilon):
     return emit
 
 
-def forward_weights(emit, frame_valid, lattice: SplitLattice, log_epsilon, dtype):
+def forward_weights(
+    emit, frame_valid, lattice: SplitLattice, log_epsilon, dtype, keep=True
+):
     """The forward recursion (log space) that keeps transition weights.
 
     Args:
@@ -500,6 +502,7 @@ def forward_weights(emit, frame_valid, lattice: SplitLattice, log_epsilon, dtype
       log_epsilon: the initial score of every state but blank 0 (as in
         ``initial_state``).
       dtype: the compute dtype.
+      keep: return the weights (else ``None``: the loss alone).
 
     Returns:
       ``(blank [B, N + 1], labels [B, N], weights)``: the log-alphas after the
@@ -532,6 +535,8 @@ def forward_weights(emit, frame_valid, lattice: SplitLattice, log_epsilon, dtype
         ok = frame_valid[t][:, None]
         new_blank = jnp.where(ok, new_blank, blank)
         new_label = jnp.where(ok, new_label, label)
+        if not keep:
+            return (new_blank, new_label), None
         inv = 1.0 / total
         weights = Weights(
             jnp.where(prev > blank, 1.0, ratio) / (1.0 + ratio),

@@ -31,8 +31,25 @@ def _nll_and_alphas(logits, states, skip, final, frame_valid, log_epsilon):
     return nll, alphas
 
 
+def _split_forward(logits, states, skip, final, frame_valid, log_epsilon, keep):
+    """``(nll [B], log_norm [B, T], weights or None, ends)`` from the split
+    layout's forward pass (``T >= 1``); ``ends`` are the last frame's state
+    posteriors."""
+    lattice = _lattice.split(states, skip, final)
+    log_norm = jax.nn.logsumexp(logits, axis=-1)
+    emit = _lattice.split_emissions(logits, log_norm, lattice, log_epsilon)
+    blank, label, weights = _lattice.forward_weights(
+        emit, frame_valid, lattice, log_epsilon, logits.dtype, keep
+    )
+    log_z, *ends = _lattice.final_posteriors(blank, label, lattice)
+    return -log_z, log_norm, weights, tuple(ends)
+
+
 def _nll(logits, states, skip, final, frame_valid, log_epsilon):
-    return _forward(logits, states, skip, final, frame_valid, log_epsilon, False)[0]
+    args = (logits, states, skip, final, frame_valid, log_epsilon)
+    if frame_valid.shape[0] == 0:  # no frame: the alphas' path handles it
+        return _forward(*args, False)[0]
+    return _split_forward(*args, False)[0]
 
 
 def posterior_gradient(
@@ -126,18 +143,11 @@ def smoothed_gradient(logits, log_norm, lattice, frame_valid, weights, ends, sca
 
 
 def _nll_fwd(*args):
-    logits, states, skip, final, frame_valid, log_epsilon = args
-    if frame_valid.shape[0] == 0:  # no frame: the alpha-beta path handles it
+    if args[4].shape[0] == 0:  # no frame: the alpha-beta path handles it
         nll, alphas, log_norm = _forward(*args, True)
         return nll, (args, log_norm, alphas, nll)
-    lattice = _lattice.split(states, skip, final)
-    log_norm = jax.nn.logsumexp(logits, axis=-1)
-    emit = _lattice.split_emissions(logits, log_norm, lattice, log_epsilon)
-    blank, label, weights = _lattice.forward_weights(
-        emit, frame_valid, lattice, log_epsilon, logits.dtype
-    )
-    log_z, *ends = _lattice.final_posteriors(blank, label, lattice)
-    return -log_z, (args, log_norm, weights, tuple(ends))
+    nll, log_norm, weights, ends = _split_forward(*args, True)
+    return nll, (args, log_norm, weights, ends)
 
 
 def _nll_bwd(res, g):
