@@ -32,13 +32,12 @@ def _nll_and_alphas(logits, states, skip, final, frame_valid, log_epsilon):
 
 
 def _split_forward(logits, states, skip, final, frame_valid, log_epsilon, keep):
-    """``(nll [B], log_norm [B, T], weights or None, ends)`` from the split
-    layout's forward pass (``T >= 1``); ``ends`` are the last frame's state
-    posteriors."""
+    """``(nll [B], log_norm [T, B], weights, ends)`` from the split layout's
+    forward pass (``T >= 1``; ``log_norm`` and ``weights`` are None unless
+    ``keep``); ``ends`` are the last frame's state posteriors."""
     lattice = _lattice.split(states, skip, final)
-    log_norm = jax.nn.logsumexp(logits, axis=-1)
-    emit = _lattice.split_emissions(logits, log_norm, lattice, log_epsilon)
-    blank, label, weights = _lattice.forward_weights(
+    emit = _lattice.split_emissions(logits, lattice, log_epsilon)
+    blank, label, weights, log_norm = _lattice.forward_weights(
         emit, frame_valid, lattice, log_epsilon, logits.dtype, keep
     )
     log_z, *ends = _lattice.final_posteriors(blank, label, lattice)
@@ -119,12 +118,12 @@ def smoothed_gradient(logits, log_norm, lattice, frame_valid, weights, ends, sca
     posteriors), with the state posteriors carried back frame by frame along
     the forward pass's ``weights`` (see ``_lattice.smooth``) instead of being
     rebuilt from alphas and betas. ``ends`` are the posteriors at the last
-    frame, ``(blank [B, N + 1], label [B, N])``.
+    frame, ``(blank [B, N + 1], label [B, N])``; ``log_norm`` is ``[T, B]``.
     """
 
     def on_frame(t, blank, label, ok, grad):
         x = jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
-        norm = jax.lax.dynamic_index_in_dim(log_norm, t, axis=1, keepdims=True)
+        norm = log_norm[t][:, None]
         row = jnp.where(ok, jnp.exp(x - norm), 0.0)
         label = jnp.where(ok, label, 0.0)
         blank = jnp.where(ok[:, 0], jnp.sum(blank, axis=1), 0.0)
