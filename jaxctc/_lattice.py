@@ -453,13 +453,15 @@ class Weights(NamedTuple):
 
     ``blank[t, b, n]``: the share of blank ``n``'s incoming probability at
     frame ``t`` that comes from label ``n - 1`` (the rest stays in blank
-    ``n``). ``from_blank`` / ``from_label``: the shares of label ``n``'s that
-    come from blank ``n`` / label ``n - 1`` (the rest stays in label ``n``).
+    ``n``), i.e. ``alpha(label n-1) / (alpha(blank n) + alpha(label n-1))``
+    at the previous frame. ``own[t, b, n]``: the share of label ``n``'s that
+    stays in label ``n``. The rest of label ``n``'s comes from blank ``n`` and
+    (where ``skip``) label ``n - 1``, in the ratio ``1 - blank : blank`` of
+    the same two alphas, so two numbers per label suffice.
     """
 
     blank: jax.Array
-    from_blank: jax.Array
-    from_label: jax.Array
+    own: jax.Array
 
 
 def _right(x, fill):
@@ -545,11 +547,8 @@ def forward_weights(
         new_label = jnp.where(ok, new_label, label)
         if not keep:
             return (new_blank, new_label), None
-        inv = 1.0 / total
         weights = Weights(
-            jnp.where(prev > blank, 1.0, ratio) / (1.0 + ratio),
-            e_below * inv,
-            e_skip * inv,
+            jnp.where(prev > blank, 1.0, ratio) / (1.0 + ratio), e_own / total
         )
         return (new_blank, new_label), (weights, norm[:, 0])
 
@@ -558,10 +557,11 @@ def forward_weights(
     return (blank, label) + (kept if keep else (None, None))
 
 
-def smooth(weights: Weights, frame_valid, blank, label, on_frame, acc):
+def smooth(weights: Weights, skip, frame_valid, blank, label, on_frame, acc):
     """Moves the state posteriors back from the last frame to the first.
 
-    Starts from the posteriors ``blank [B, N + 1]``, ``label [B, N]`` at each
+    ``skip [B, N]`` is the split lattice's. Starts from the posteriors
+    ``blank [B, N + 1]``, ``label [B, N]`` at each
     sequence's last valid frame; at every frame ``t`` (last to first) calls
     ``acc = on_frame(t, blank, label, ok, acc)`` with that frame's posteriors,
     then, on valid frames, hands each state's mass to its predecessors in
@@ -577,9 +577,10 @@ def smooth(weights: Weights, frame_valid, blank, label, on_frame, acc):
         ok = frame_valid[t][:, None]
         acc = on_frame(t, blank, label, ok, acc)
         w_blank = weights.blank[t]
+        moved = (1.0 - weights.own[t]) * label  # label n -> blank n, label n - 1
+        to_skip = jnp.where(skip, w_blank[:, :-1] * moved, 0.0)
+        to_blank = moved - to_skip
         to_label = w_blank * blank  # blank n -> label n - 1
-        to_blank = weights.from_blank[t] * label  # label n -> blank n
-        to_skip = weights.from_label[t] * label  # label n -> label n - 1
         new_blank = (blank - to_label) + jnp.concatenate(
             [to_blank, jnp.zeros_like(blank[:, :1])], axis=1
         )

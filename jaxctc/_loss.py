@@ -137,7 +137,7 @@ def smoothed_gradient(logits, log_norm, lattice, frame_valid, weights, ends, sca
         )
 
     return _lattice.smooth(
-        weights, frame_valid, *ends, on_frame, jnp.zeros_like(logits)
+        weights, lattice.skip, frame_valid, *ends, on_frame, jnp.zeros_like(logits)
     )
 
 
