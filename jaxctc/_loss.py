@@ -111,6 +111,17 @@ def _gradient_from(res, g):
     )
 
 
+# Up to this many classes, the class sums of the label posteriors are taken
+# after the backward scan, as one masked sum over the labels (B*T*N*K
+# multiply-adds); above it, a scatter per frame inside the scan is cheaper.
+# value_and_grad at (32, 500, K, 100), scatter vs after the scan (as a
+# matmul): K = 29: 21.7 vs 18.5 ms; K = 64: 26.7 vs 24.1; K = 128: 25.9 vs
+# 27.8 (measured). A masked sum rather than a matmul: it costs about the same
+# (4.6 vs 3.6 ms at (32, 500, 29, 100)) and runs at full float32 precision on
+# every backend, where an f32 matmul may not by default.
+_CLASS_SUM_MAX_CLASSES = 64
+
+
 def smoothed_gradient(logits, log_norm, lattice, frame_valid, weights, ends, scale):
     """``scale[b] * d nll_b / d logits[b]`` ``[B, T, K]`` from transition weights.
 
@@ -120,6 +131,10 @@ def smoothed_gradient(logits, log_norm, lattice, frame_valid, weights, ends, sca
     rebuilt from alphas and betas. ``ends`` are the posteriors at the last
     frame, ``(blank [B, N + 1], label [B, N])``; ``log_norm`` is ``[T, B]``.
     """
+    if logits.shape[2] <= _CLASS_SUM_MAX_CLASSES:
+        return _gradient_by_class_sums(
+            logits, log_norm, lattice, frame_valid, weights, ends, scale
+        )
 
     def on_frame(t, blank, label, ok, grad):
         x = jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
@@ -139,6 +154,42 @@ def smoothed_gradient(logits, log_norm, lattice, frame_valid, weights, ends, sca
     return _lattice.smooth(
         weights, lattice.skip, frame_valid, *ends, on_frame, jnp.zeros_like(logits)
     )
+
+
+def _gradient_by_class_sums(
+    logits, log_norm, lattice, frame_valid, weights, ends, scale
+):
+    """``smoothed_gradient`` for small ``K``: the scan keeps the posteriors of
+    the labels ``[T, B, N]`` and the blanks' totals ``[T, B]``; the class sums
+    are taken afterwards, by class, as sums over the labels' one-hot mask."""
+    classes = logits.shape[2]
+
+    def on_frame(t, blank, label, ok, kept):
+        labels, blanks = kept
+        label = jnp.where(ok, label, 0.0)
+        blank = jnp.where(ok[:, 0], jnp.sum(blank, axis=1), 0.0)
+        return (
+            jax.lax.dynamic_update_index_in_dim(labels, label, t, axis=0),
+            jax.lax.dynamic_update_index_in_dim(blanks, blank, t, axis=0),
+        )
+
+    dtype = logits.dtype
+    # Zeros shaped like (and sharded like) the weights: [T, B, N] and [T, B].
+    kept = (jnp.zeros_like(weights.own), jnp.zeros_like(weights.own[:, :, 0]))
+    labels, blanks = _lattice.smooth(
+        weights, lattice.skip, frame_valid, *ends, on_frame, kept
+    )
+    k = jnp.arange(classes, dtype=jnp.int32)
+    # [B, 1, K, N] mask times [B, T, 1, N] posteriors, summed over the labels.
+    mask = (lattice.labels[:, None, None, :] == k[None, None, :, None]).astype(dtype)
+    posteriors = jnp.transpose(labels, (1, 0, 2))[:, :, None, :]
+    class_sums = jnp.sum(posteriors * mask, axis=3)
+    is_blank = k[None, None, :] == lattice.blank_id[:, :, None]  # [B, 1, K]
+    blank_sums = jnp.where(is_blank, jnp.transpose(blanks)[:, :, None], 0.0)
+    softmax = jnp.exp(logits - jnp.transpose(log_norm)[:, :, None])
+    valid = jnp.transpose(frame_valid)[:, :, None]
+    grad = jnp.where(valid, softmax - class_sums - blank_sums, 0.0)
+    return grad * scale[:, None, None]
 
 
 def _nll_fwd(*args):

@@ -74,6 +74,10 @@ for name, fn in fns.items():
         out["results"][name] = {
             "collectives": collectives,
             "equal": [bool(np.array_equal(g, w)) for g, w in zip(got, want)],
+            "diffs": [
+                float(np.max(np.abs(np.asarray(g, np.float64) - np.asarray(w, np.float64)), initial=0.0))
+                for g, w in zip(got, want)
+            ],
             "max_diff": max(
                 float(np.max(np.abs(np.asarray(g, np.float64) - np.asarray(w, np.float64)), initial=0.0))
                 for g, w in zip(got, want)
@@ -140,12 +144,14 @@ def test_batch_sharded_over_8_devices(reports, mode, name):
     assert reports[mode]["devices"] == 8
     r = reports[mode]["results"][name]
     assert "error" not in r, r["error"]
-    # Per-sequence work is bitwise the same on 8 devices as on one; the
-    # batch sum's all-reduce may round differently (float32, 16 terms).
+    # Per-sequence work is bitwise the same on 8 devices as on one, except
+    # the loss's gradient: XLA:CPU may vectorize its elementwise steps
+    # differently for 2 rows than for 16 (measured: 1 ulp, 1.2e-7). The batch
+    # sum's all-reduce may round differently too (float32, 16 terms).
     if name == "ctc_loss value_and_grad":
         assert r["collectives"] == ["all-reduce"]
-        assert r["shapes"][0] == [] and r["max_diff"] <= 1e-5 * 16
-        assert r["equal"][1], "gradient"
+        assert r["shapes"][0] == [] and r["diffs"][0] <= 1e-5 * 16
+        assert r["diffs"][1] <= 5e-7, r["diffs"]
     else:
         assert r["collectives"] == []
         assert all(r["equal"]), r["max_diff"]
