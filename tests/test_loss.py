@@ -249,16 +249,37 @@ def test_posterior_gradient_finite_differences():
     )
 
 
-def test_posterior_gradient_equals_autodiff():
-    logits, *rest = _f64_batch(1)
+# Small vocabularies take the class sums after the backward scan, large ones
+# scatter them per frame (the switch is at K = 64): both against autodiff, with
+# the blank first, in the middle and last, a masked class and padded frames.
+@pytest.mark.parametrize("classes", [4, 100])
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_posterior_gradient_equals_autodiff(classes, where):
+    blank_id = {"first": 0, "middle": classes // 2, "last": classes - 1}[where]
+    logits, *rest = random_batch(
+        np.random.default_rng(classes),
+        3,
+        9,
+        classes,
+        3,
+        blank_id=blank_id,
+        scale=1.5,
+        dtype=np.float64,
+    )
+    # Mask a class in sequence 1 (-inf logits) that its labels do not use.
+    masked, other = (blank_id + 1) % classes, (blank_id + 2) % classes
+    logits[1, :, masked] = -np.inf
+    labels = rest[1]
+    labels[1][labels[1] == masked] = other
 
     def f(mode, x):
-        return jnp.sum(jaxctc.ctc_loss(x, *rest, grad_mode=mode))
+        loss = jaxctc.ctc_loss(x, *rest, blank_id=blank_id, grad_mode=mode)
+        return jnp.sum(loss * jnp.arange(1.0, 4.0, dtype=x.dtype))
 
+    posterior = jax.grad(functools.partial(f, "posterior"))(logits)
+    assert bool(jnp.all(jnp.isfinite(posterior)))
     np.testing.assert_allclose(
-        jax.grad(functools.partial(f, "posterior"))(logits),
-        jax.grad(functools.partial(f, "autodiff"))(logits),
-        atol=1e-10,
+        posterior, jax.grad(functools.partial(f, "autodiff"))(logits), atol=1e-10
     )
 
 
