@@ -464,20 +464,6 @@ class Weights(NamedTuple):
     own: jax.Array
 
 
-def _right(x, fill):
-    """``y[..., n] = x[..., n - 1]``, ``fill`` at ``n = 0``."""
-    return jnp.concatenate(
-        [jnp.full(x.shape[:-1] + (1,), fill, x.dtype), x[..., :-1]], axis=-1
-    )
-
-
-def _left(x, fill):
-    """``y[..., n] = x[..., n + 1]``, ``fill`` at the last ``n``."""
-    return jnp.concatenate(
-        [x[..., 1:], jnp.full(x.shape[:-1] + (1,), fill, x.dtype)], axis=-1
-    )
-
-
 def split_emissions(logits, lattice: SplitLattice, log_epsilon):
     """``t -> (blank [B, 1], labels [B, N], log_norm [B, 1])`` at frame ``t``.
 
@@ -533,7 +519,7 @@ def forward_weights(
         new_blank = top + jnp.log1p(ratio) + e_blank
         # Label n: from itself, blank n and (if allowed) label n - 1.
         own, below = label, blank[:, :n]
-        skipped = jnp.where(lattice.skip, _right(label, NEG), NEG)
+        skipped = jnp.where(lattice.skip, _shift(label, 1, NEG), NEG)
         top3 = max3(own, below, skipped)
         e_own, e_below, e_skip = (
             _exp(own - top3),
@@ -589,7 +575,7 @@ def smooth(weights: Weights, skip, frame_valid, blank, label, on_frame, acc):
         new_label = (
             label * own
             + w_blank[:, 1:] * blank[:, 1:]
-            + _left(w_skip * moved * label, 0.0)
+            + _shift(w_skip * moved * label, -1, 0.0)
         )
         blank = jnp.where(ok, new_blank, blank)
         label = jnp.where(ok, new_label, label)
@@ -603,11 +589,10 @@ def smooth(weights: Weights, skip, frame_valid, blank, label, on_frame, acc):
 def final_posteriors(blank, label, lattice: SplitLattice):
     """``(log Z [B], blank [B, N + 1], label [B, N])``: the log-probability and
     the state posteriors at the last frame, from the last log-alphas."""
-    end_blank = jnp.where(lattice.final_blank, blank, NEG)
-    end_label = jnp.where(lattice.final_label, label, NEG)
-    ends = jnp.concatenate([end_blank, end_label], axis=1)
-    top = jnp.max(ends, axis=1, keepdims=True)
-    log_z = top[:, 0] + jnp.log(jnp.sum(jnp.exp(ends - top), axis=1))
+    log_z = final_score(
+        jnp.concatenate([blank, label], axis=1),
+        jnp.concatenate([lattice.final_blank, lattice.final_label], axis=1),
+    )
 
     def post(x, final):
         return jnp.where(final, _exp(x - log_z[:, None]), 0.0)

@@ -122,6 +122,15 @@ def _gradient_from(res, g):
 _CLASS_SUM_MAX_CLASSES = 64
 
 
+def _frame_posteriors(blank, label, ok):
+    """A frame's blank total ``[B]`` and label posteriors ``[B, N]``, zero on
+    padded frames (``ok [B, 1]``)."""
+    return (
+        jnp.where(ok[:, 0], jnp.sum(blank, axis=1), 0.0),
+        jnp.where(ok, label, 0.0),
+    )
+
+
 def smoothed_gradient(logits, log_norm, lattice, frame_valid, weights, ends, scale):
     """``scale[b] * d nll_b / d logits[b]`` ``[B, T, K]`` from transition weights.
 
@@ -140,8 +149,7 @@ def smoothed_gradient(logits, log_norm, lattice, frame_valid, weights, ends, sca
         x = jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
         norm = log_norm[t][:, None]
         row = jnp.where(ok, jnp.exp(x - norm), 0.0)
-        label = jnp.where(ok, label, 0.0)
-        blank = jnp.where(ok[:, 0], jnp.sum(blank, axis=1), 0.0)
+        blank, label = _frame_posteriors(blank, label, ok)
         # Scatter per sequence (vmapped), so that a batch-sharded input keeps
         # every row on its own device: a batched scatter all-gathers.
         row = jax.vmap(lambda r, k, y, g, b: r.at[y].add(g).at[k].add(b))(
@@ -166,8 +174,7 @@ def _gradient_by_class_sums(
 
     def on_frame(t, blank, label, ok, kept):
         labels, blanks = kept
-        label = jnp.where(ok, label, 0.0)
-        blank = jnp.where(ok[:, 0], jnp.sum(blank, axis=1), 0.0)
+        blank, label = _frame_posteriors(blank, label, ok)
         return (
             jax.lax.dynamic_update_index_in_dim(labels, label, t, axis=0),
             jax.lax.dynamic_update_index_in_dim(blanks, blank, t, axis=0),
