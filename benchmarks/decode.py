@@ -1,17 +1,33 @@
-"""Decoding speed: jaxctc against TensorFlow, pyctcdecode and Keras 3 (JAX).
+"""Decoding speed: jaxctc against NumPy, TensorFlow, pyctcdecode, flashlight-text
+and Keras 3 (JAX).
 
 Run after ``pip install -e ".[bench]"``::
 
-    python benchmarks/decode.py            # full table (a few minutes)
-    python benchmarks/decode.py --quick    # fewer repeats
+    python benchmarks/decode.py                    # every section (long)
+    python benchmarks/decode.py --section peaky    # model-like outputs, K = 29..18000
+    python benchmarks/decode.py --section crnn     # the CRNN example's own outputs
+    python benchmarks/decode.py --section random   # random logits, K = 29 / 1024
+    python benchmarks/decode.py --quick            # fewer repeats
+
+Sections:
+
+- ``random``: random peaky logits at K = 29 (and K = 1024), the first benchmark.
+- ``peaky``: what trained CTC models output (``model_like_log_probs``: blank p
+  >= 0.99 on about 70% of frames, one dominant class elsewhere with a few
+  runners-up, the rest far below), at K = 29, 1024, 8192 and 18000, B = 200
+  lines of T = 100 frames padded to lengths 60-100%.
+- ``crnn``: the trained CRNN example's outputs (K = 37) on 200 fresh test
+  lines; it needs ``python examples/crnn/train.py`` first (``--crnn-workdir``).
 
 Peers run interleaved, one call each per round, and each row reports the
 median over rounds; compile time (jaxctc's ``jit``, Keras' first call) is
-measured separately. pyctcdecode pins ``numpy < 2``: when it cannot be
-imported here, it runs in a worker process of another interpreter
-(``--pyctcdecode-python``, default ``/work/venv-bench/bin/python`` if present)
-that receives the same arrays and reports its own timings. Prints a Markdown
-table.
+measured separately. pyctcdecode and flashlight decode one line at a time at
+its own length, as their users do. pyctcdecode pins ``numpy < 2``: when it
+cannot be imported here, it runs in a worker process of another interpreter
+(``--pyctcdecode-python`` or ``$PYCTCDECODE_PYTHON``) that receives the same
+arrays and reports its own timings. The slowest peers (flashlight with every
+token, TF's beam search) decode the first ``--slow-subset`` lines at K > 64,
+and their time is scaled to the whole batch. Prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -51,6 +67,60 @@ def peaky_log_probs(batch, frames, classes, seed=0, blank_share=0.6):
     np.put_along_axis(logits, top[..., None], 8.0, axis=-1)
     logits -= np.log(np.sum(np.exp(logits), axis=-1, keepdims=True))
     return logits.astype(np.float32)
+
+
+def model_like_log_probs(batch, frames, classes, seed=0, min_length=0.6):
+    """Log-probabilities ``[B, T, K]`` (float32) like a trained CTC model's,
+    and frame paddings ``[B, T]`` (lengths uniform in [0.6 T, T], one full).
+
+    Per frame: the blank with p in [0.99, 0.9999] on 70% of frames; otherwise
+    a token with p in [0.9, 0.99] (30% of token frames repeat the previous
+    frame's token, as a token's run does), 1-3 runners-up sharing the rest
+    (60% / 20% / 20%; the blank is the first runner-up on token frames);
+    every other class a log-probability drawn from [-25, -12]. Class 0 is the
+    blank.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-25, -12, size=(batch, frames, classes)).astype(np.float32)
+    is_blank = rng.random((batch, frames)) < 0.7
+    token = rng.integers(1, classes, size=(batch, frames))
+    repeat = rng.random((batch, frames)) < 0.3
+    for t in range(1, frames):
+        keep = repeat[:, t] & ~is_blank[:, t - 1]
+        token[:, t] = np.where(keep, token[:, t - 1], token[:, t])
+    top = np.where(is_blank, 0, token)
+    p_top = np.where(
+        is_blank,
+        rng.uniform(0.99, 0.9999, (batch, frames)),
+        rng.uniform(0.9, 0.99, (batch, frames)),
+    )
+    runners = rng.integers(1, 4, size=(batch, frames))
+    b, t = np.arange(batch)[:, None], np.arange(frames)[None, :]
+    x[b, t, top] = np.log(p_top)
+    for r, share in enumerate((0.6, 0.2, 0.2)):
+        if r == 0:
+            other = np.where(is_blank, token, 0)
+        else:
+            other = rng.integers(1, classes, (batch, frames))
+        use = (r < runners) & (other != top)
+        x[b, t, other] = np.where(use, np.log((1 - p_top) * share), x[b, t, other])
+    lengths = rng.integers(int(min_length * frames), frames + 1, size=batch)
+    lengths[0] = frames
+    paddings = (np.arange(frames)[None] >= lengths[:, None]).astype(np.float32)
+    return x, paddings
+
+
+def describe(log_probs, paddings):
+    """What the inputs look like, in the terms used for real model output."""
+    valid = paddings == 0
+    p = np.exp(log_probs[valid])
+    top = p.max(-1)
+    return (
+        f"mean top-class p {top.mean():.3f}; frames with blank p > 0.99: "
+        f"{np.mean(p[:, 0] > 0.99):.0%}; classes above log-prob -5 per frame: "
+        f"{np.mean(np.sum(log_probs[valid] > -5, -1)):.2f}; valid frames "
+        f"{valid.mean():.0%}"
+    )
 
 
 def blank_last(log_probs):
@@ -139,16 +209,22 @@ def keras_beam(log_probs, width):
 _WORKER = r"""
 import sys, time, json, numpy as np
 from pyctcdecode import build_ctcdecoder
-log_probs = np.load(sys.argv[1])
+data = np.load(sys.argv[1])
+log_probs, lengths = data["log_probs"], data["lengths"]
 width = int(sys.argv[2])
 chars = [chr(c) for c in range(0x4e00, 0x4e00 + log_probs.shape[-1] - 1)]
 decoder = build_ctcdecoder([""] + chars)  # "" is the blank, class 0; no LM
 print("ready", flush=True)
 for line in sys.stdin:
     start = time.perf_counter()
-    for utterance in log_probs:  # one by one, as its users decode
-        decoder.decode(utterance, beam_width=width)
-    print(json.dumps(time.perf_counter() - start), flush=True)
+    texts = [  # one by one, as its users decode, each at its own length
+        decoder.decode(u[:n], beam_width=width) for u, n in zip(log_probs, lengths)
+    ]
+    elapsed = time.perf_counter() - start
+    if line.strip() == "texts":
+        print(json.dumps(texts), flush=True)
+    else:
+        print(json.dumps(elapsed), flush=True)
 """
 
 
@@ -156,10 +232,12 @@ class PyctcdecodeWorker:
     """pyctcdecode in its own interpreter (it pins numpy < 2); one decode of
     the whole batch per request, timed inside the worker."""
 
-    def __init__(self, python, log_probs, width):
+    def __init__(self, python, log_probs, width, lengths=None):
+        if lengths is None:
+            lengths = np.full(log_probs.shape[0], log_probs.shape[1])
         self._dir = tempfile.TemporaryDirectory()
-        path = os.path.join(self._dir.name, "log_probs.npy")
-        np.save(path, log_probs)
+        path = os.path.join(self._dir.name, "inputs.npz")
+        np.savez(path, log_probs=log_probs, lengths=np.asarray(lengths))
         self._proc = subprocess.Popen(
             [python, "-c", _WORKER, path, str(width)],
             stdin=subprocess.PIPE,
@@ -170,8 +248,8 @@ class PyctcdecodeWorker:
         if self._proc.stdout.readline().strip() != "ready":
             raise RuntimeError("pyctcdecode worker failed to start")
 
-    def __call__(self):
-        self._proc.stdin.write("run\n")
+    def __call__(self, request="run"):
+        self._proc.stdin.write(request + "\n")
         self._proc.stdin.flush()
         return json.loads(self._proc.stdout.readline())
 
@@ -181,7 +259,7 @@ class PyctcdecodeWorker:
         self._dir.cleanup()
 
 
-def pyctcdecode_beam(log_probs, width, python):
+def pyctcdecode_beam(log_probs, width, python, lengths=None):
     try:
         from pyctcdecode import build_ctcdecoder  # noqa: F401
 
@@ -189,8 +267,106 @@ def pyctcdecode_beam(log_probs, width, python):
     except ImportError:
         if python is None:
             raise
-    worker = PyctcdecodeWorker(python, log_probs, width)
+    worker = PyctcdecodeWorker(python, log_probs, width, lengths)
     return None, worker
+
+
+# ----------------------------------------------------------------------------
+# Contestants on padded batches (the peaky and CRNN sections)
+# ----------------------------------------------------------------------------
+
+
+def lengths_of(paddings):
+    return np.sum(paddings == 0, axis=1).astype(np.int32)
+
+
+def jaxctc_greedy_padded(log_probs, paddings, labels_only=False):
+    """``labels_only``: under ``jit`` the unused scores are not computed."""
+    x, p = jnp.asarray(log_probs), jnp.asarray(paddings)
+
+    def fn(x, p):
+        hyp = jaxctc.greedy_decode(x, p)
+        return hyp._replace(log_probs=None) if labels_only else hyp
+
+    return _timed_compile(fn, x, p)
+
+
+def jaxctc_beam_padded(log_probs, paddings, width, **options):
+    x, p = jnp.asarray(log_probs), jnp.asarray(paddings)
+    return _timed_compile(
+        lambda x, p: jaxctc.prefix_beam_search(x, p, beam_width=width, **options),
+        x,
+        p,
+    )
+
+
+def numpy_greedy(log_probs, paddings):
+    """NumPy's argmax per frame, then the collapse, to a list per line."""
+    lengths = lengths_of(paddings)
+
+    def run():
+        best = np.argmax(log_probs, axis=-1)
+        first = np.ones((best.shape[0], 1), bool)
+        keep = (best != 0) & np.concatenate([first, best[:, 1:] != best[:, :-1]], 1)
+        return [b[:n][k[:n]] for b, k, n in zip(best, keep, lengths, strict=True)]
+
+    return None, run
+
+
+def _subset(batch, subset):
+    return batch if subset is None else min(batch, subset)
+
+
+def flashlight_beam(log_probs, paddings, width, tokens, subset=None):
+    """flashlight-text's lexicon-free CTC decoder, zero LM, one line at a time,
+    with torchaudio's defaults (beam threshold 50, max merging). With
+    ``subset`` it decodes the first lines only and reports the time scaled to
+    the whole batch."""
+    from flashlight.lib.text import decoder as fl
+
+    options = fl.LexiconFreeDecoderOptions(
+        beam_size=width,
+        beam_size_token=tokens,
+        beam_threshold=50.0,
+        lm_weight=0.0,
+        sil_score=0.0,
+        log_add=False,
+        criterion_type=fl.CriterionType.CTC,
+    )
+    decoder = fl.LexiconFreeDecoder(options, fl.ZeroLM(), 0, 0, [])
+    lengths = lengths_of(paddings)
+    count = _subset(log_probs.shape[0], subset)
+    lines = [np.ascontiguousarray(log_probs[i, : lengths[i]]) for i in range(count)]
+
+    def run():
+        start = time.perf_counter()
+        for e in lines:
+            decoder.decode(e.ctypes.data, e.shape[0], e.shape[1])
+        return (time.perf_counter() - start) * log_probs.shape[0] / count
+
+    return None, run
+
+
+def tf_padded(log_probs, paddings, width=None, subset=None):
+    """TF's beam search (``width``) or greedy decoder (``width=None``) on the
+    whole batch, or on its first ``subset`` lines with the time scaled."""
+    import tensorflow as tf
+
+    count = _subset(log_probs.shape[0], subset)
+    x = tf.constant(np.transpose(blank_last(log_probs[:count]), (1, 0, 2)))
+    lengths = tf.constant(lengths_of(paddings[:count]))
+
+    def run():
+        start = time.perf_counter()
+        if width is None:
+            decoded, scores = tf.nn.ctc_greedy_decoder(x, lengths, blank_index=-1)
+        else:
+            decoded, scores = tf.nn.ctc_beam_search_decoder(x, lengths, width)
+        scores.numpy()
+        decoded[0].values.numpy()
+        return (time.perf_counter() - start) * log_probs.shape[0] / count
+
+    return None, run
 
 
 # ----------------------------------------------------------------------------
@@ -243,16 +419,8 @@ def compile_seconds(frames, width, repeats):
     return statistics.median(times)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 repeats, not 7")
-    parser.add_argument("--pyctcdecode-python", default=None)
-    parser.add_argument("--skip-keras", action="store_true")
-    args = parser.parse_args(argv)
-    repeats = 3 if args.quick else 7
-    python = args.pyctcdecode_python
-    if python is None and os.path.exists("/work/venv-bench/bin/python"):
-        python = "/work/venv-bench/bin/python"
+def random_section(repeats, python, skip_keras):
+    """The first benchmark: random peaky logits at K = 29 (and one K = 1024)."""
     rows = []
 
     # Main case: (32, 200, 29), beam 16, top 1.
@@ -278,7 +446,7 @@ def main(argv=None):
     )
 
     # Keras 3 on the JAX backend: a smaller case, beam 8.
-    if not args.skip_keras:
+    if not skip_keras:
         x = peaky_log_probs(8, 100, 29, seed=1)
         contestants = {
             "jaxctc.prefix_beam_search": jaxctc_beam(x, 8),
@@ -325,17 +493,252 @@ def main(argv=None):
     short = compile_seconds(200, 16, 3)
     long = compile_seconds(2000, 16, 3)
 
-    print(
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{platform.python_version()}, jax {jax.__version__}; "
-        f"{datetime.date.today().isoformat()}; median of {repeats} rounds.\n"
-    )
+    print("## Random logits\n")
     print(table(rows))
     print(
         f"\nCompile time of `jit(prefix_beam_search)`, B = 32, K = 29, beam 16 "
         f"(median of 3): T = 200: {short:.2f} s, T = 2000: {long:.2f} s, "
         f"ratio {long / short:.2f} (goal <= 1.5)."
     )
+
+
+def top1(hyp):
+    """The best hypothesis of each line, as a tuple of labels."""
+    labels = np.asarray(hyp.labels[:, 0] if hyp.labels.ndim == 3 else hyp.labels)
+    pads = np.asarray(
+        hyp.label_paddings[:, 0] if hyp.labels.ndim == 3 else hyp.label_paddings
+    )
+    return [
+        tuple(row[pad == 0].tolist()) for row, pad in zip(labels, pads, strict=True)
+    ]
+
+
+def agreement(a, b):
+    return float(np.mean([x == y for x, y in zip(a, b, strict=True)]))
+
+
+# The pruning options measured, with the settings of the peers they mirror.
+PRUNING = {
+    "token_top_k=4": dict(token_top_k=4),
+    "token_top_k=32 (flashlight's beam_size_token)": dict(token_top_k=32),
+    "token_min_log_prob=-5 (pyctcdecode's token_min_logp)": dict(
+        token_min_log_prob=-5.0
+    ),
+    "blank_skip_log_prob=log(0.999)": dict(blank_skip_log_prob=float(np.log(0.999))),
+}
+
+
+def padded_case(name, x, p, repeats, python, slow_subset, widths=(16, 64)):
+    """Every contestant on one padded batch; returns the table's rows, the
+    goal ratios and the top-1 agreement of the pruning options."""
+    batch, _, classes = x.shape
+    width = widths[0]
+    contestants = {
+        "jaxctc.greedy_decode": jaxctc_greedy_padded(x, p),
+        "jaxctc.greedy_decode, labels only (jit drops the scores)": (
+            jaxctc_greedy_padded(x, p, labels_only=True)
+        ),
+        "NumPy greedy (argmax + collapse)": numpy_greedy(x, p),
+        "tf.nn.ctc_greedy_decoder": tf_padded(x, p),
+    }
+    for w in widths:
+        contestants[f"jaxctc.prefix_beam_search W={w}"] = jaxctc_beam_padded(x, p, w)
+    for label, options in PRUNING.items():
+        contestants[f"jaxctc W={width}, {label}"] = jaxctc_beam_padded(
+            x, p, width, **options
+        )
+    contestants[f"pyctcdecode W={width} (no LM, its defaults, line by line)"] = (
+        pyctcdecode_beam(x, width, python, lengths_of(p))
+    )
+    contestants[f"flashlight-text W={width}, 32 tokens/frame"] = flashlight_beam(
+        x, p, width, 32
+    )
+    subset = None if classes <= 64 else slow_subset
+    note = "" if subset is None else f" (first {subset} lines, time x {batch}/{subset})"
+    contestants[f"flashlight-text W={width}, all tokens{note}"] = flashlight_beam(
+        x, p, width, classes, subset
+    )
+    contestants[f"tf.nn.ctc_beam_search_decoder W={width}{note}"] = tf_padded(
+        x, p, width, subset
+    )
+    medians = interleave(contestants, repeats)
+    for _, run in contestants.values():
+        if isinstance(run, PyctcdecodeWorker):
+            run.close()
+
+    def med(prefix):
+        return next(v for k, v in medians.items() if k.startswith(prefix))
+
+    beam = med(f"jaxctc.prefix_beam_search W={width}")
+    goals = [
+        ("greedy / NumPy greedy", med("jaxctc.greedy_decode") / med("NumPy"), "<= 2"),
+        (
+            "greedy (labels only) / NumPy greedy",
+            med("jaxctc.greedy_decode, labels") / med("NumPy"),
+            "<= 2",
+        ),
+        (f"beam W={width} / pyctcdecode", beam / med("pyctcdecode"), "<= 1/3"),
+        (
+            f"beam W={width} / flashlight (32 tokens)",
+            beam / med("flashlight-text W=16, 32"),
+            "<= 1/2",
+        ),
+        (f"beam W={width} / jaxctc greedy", beam / med("jaxctc.greedy_decode"), "<= 3"),
+    ]
+    if len(widths) > 1:
+        goals.append(
+            (
+                f"beam W={widths[1]} / beam W={width}",
+                med(f"jaxctc.prefix_beam_search W={widths[1]}") / beam,
+                "<= 1.5",
+            )
+        )
+    rows = [
+        (name, key, compile_s, medians[key], medians[key] / beam, "")
+        for key, (compile_s, _) in contestants.items()
+    ]
+    # Top-1 agreement of each pruning option with the exact search.
+    xj, pj = jnp.asarray(x), jnp.asarray(p)
+    exact = top1(jaxctc.prefix_beam_search(xj, pj, beam_width=width))
+    agree = {
+        label: agreement(
+            top1(jaxctc.prefix_beam_search(xj, pj, beam_width=width, **options)),
+            exact,
+        )
+        for label, options in PRUNING.items()
+    }
+    agree["greedy"] = agreement(top1(jaxctc.greedy_decode(xj, pj)), exact)
+    return rows, goals, agree
+
+
+def padded_table(rows):
+    lines = [
+        "| case | implementation | compile (s) | median (ms) | time / jaxctc beam W=16 |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for case, name, compile_s, median, ratio, _ in rows:
+        compile_text = "" if compile_s is None else f"{compile_s:.2f}"
+        lines.append(
+            f"| {case} | {name} | {compile_text} | {median * 1e3:.1f} | {ratio:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def goals_table(goals):
+    lines = ["| case | ratio | value | goal |", "|---|---|---:|---|"]
+    for case, items in goals:
+        for name, value, goal in items:
+            lines.append(f"| {case} | {name} | {value:.3f} | {goal} |")
+    return "\n".join(lines)
+
+
+def peaky_section(classes, batch, frames, repeats, python, slow_subset):
+    rows, goals, agree = [], [], {}
+    for k in classes:
+        x, p = model_like_log_probs(batch, frames, k, seed=k)
+        case = f"({batch}, {frames}, {k})"
+        print(f"{case}: {describe(x, p)}", flush=True)
+        r, g, a = padded_case(case, x, p, repeats, python, slow_subset)
+        rows += r
+        goals.append((case, g))
+        agree[case] = a
+        jax.clear_caches()
+    return rows, goals, agree
+
+
+def crnn_logits(workdir, batch):
+    """The CRNN example's trained model on ``batch`` fresh test lines."""
+    crnn = os.path.join(os.path.dirname(__file__), "..", "examples", "crnn")
+    sys.path.insert(0, os.path.abspath(crnn))
+    import data
+    import predict
+    from flax import nnx
+
+    model, config = predict.load_model(__import__("pathlib").Path(workdir))
+    model.eval()
+    renderer = data.Renderer(config.height, config.width, config.max_len, config.fonts)
+    test = data.test_set(renderer, batch, seed=12345)
+    logits = nnx.jit(lambda m, x: m(x))(model, jnp.asarray(test.images))
+    log_probs = np.asarray(jax.nn.log_softmax(logits), np.float32)
+    return log_probs, np.zeros(log_probs.shape[:2], np.float32)
+
+
+def print_agreement(agree):
+    print("\n| case | decoder | top-1 equal to the exact search (W=16) |")
+    print("|---|---|---:|")
+    for case, items in agree.items():
+        for name, value in items.items():
+            print(f"| {case} | {name} | {value:.1%} |")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--section",
+        choices=("random", "peaky", "crnn", "all"),
+        default="all",
+        help="which benchmark to run (default: all)",
+    )
+    parser.add_argument("--quick", action="store_true", help="3 repeats, not 7")
+    parser.add_argument(
+        "--classes",
+        default="29,1024,8192,18000",
+        help="vocabulary sizes K of the peaky section",
+    )
+    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument(
+        "--slow-subset",
+        type=int,
+        default=10,
+        help="lines decoded by the slowest peers at K > 64 (times scaled)",
+    )
+    parser.add_argument(
+        "--crnn-workdir",
+        default="workdir/crnn",
+        help="a trained CRNN example (python examples/crnn/train.py)",
+    )
+    parser.add_argument(
+        "--pyctcdecode-python",
+        default=os.environ.get("PYCTCDECODE_PYTHON"),
+        help="an interpreter with pyctcdecode, if this one lacks it (it pins "
+        "numpy < 2); default: $PYCTCDECODE_PYTHON",
+    )
+    parser.add_argument("--skip-keras", action="store_true")
+    args = parser.parse_args(argv)
+    repeats = 3 if args.quick else 7
+    python = args.pyctcdecode_python
+    print(
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{platform.python_version()}, jax {jax.__version__}; "
+        f"{datetime.date.today().isoformat()}; median of {repeats} rounds; "
+        f"load average {os.getloadavg()[0]:.2f} at the start.\n",
+        flush=True,
+    )
+    if args.section in ("random", "all"):
+        random_section(repeats, python, args.skip_keras)
+    rows, goals, agree = [], [], {}
+    if args.section in ("peaky", "all"):
+        classes = [int(k) for k in args.classes.split(",")]
+        r, g, a = peaky_section(
+            classes, args.batch, args.frames, repeats, python, args.slow_subset
+        )
+        rows, goals, agree = rows + r, goals + g, {**agree, **a}
+    if args.section in ("crnn", "all"):
+        if os.path.isdir(args.crnn_workdir):
+            x, p = crnn_logits(args.crnn_workdir, args.batch)
+            case = f"CRNN example ({x.shape[0]}, {x.shape[1]}, {x.shape[2]})"
+            print(f"{case}: {describe(x, p)}", flush=True)
+            r, g, a = padded_case(case, x, p, repeats, python, args.slow_subset)
+            rows, goals, agree = rows + r, goals + [(case, g)], {**agree, case: a}
+        else:
+            print(f"No trained CRNN in {args.crnn_workdir}: its case is skipped.")
+    if rows:
+        print()
+        print(padded_table(rows))
+        print()
+        print(goals_table(goals))
+        print_agreement(agree)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,15 @@ The public API; every module whose name starts with ``_`` is private.
 """
 
 from jaxctc._align import Alignment, forced_align, posteriors
-from jaxctc._decode import (
-    Hypotheses,
-    greedy_decode,
-    prefix_beam_search,
+from jaxctc._beam import prefix_beam_search
+from jaxctc._greedy import greedy_decode
+from jaxctc._hypotheses import Hypotheses
+from jaxctc._loss import (
+    ctc_loss,
+    ctc_loss_with_forward_probs,
+    feasible,
     sequence_log_probs,
 )
-from jaxctc._loss import ctc_loss, ctc_loss_with_forward_probs, feasible
 from jaxctc._metrics import char_error_rate, edit_distance, word_error_rate
 from jaxctc._prefix_search import prefix_search
 

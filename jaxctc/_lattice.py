@@ -36,7 +36,7 @@ NEG = -1e30
 # ----------------------------------------------------------------------------
 
 
-def _is_concrete(*xs) -> bool:
+def is_concrete(*xs) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in xs)
 
 
@@ -108,7 +108,7 @@ def check_blank_id(blank_id, num_classes: int) -> int:
     return int(blank_id)
 
 
-def _bad_paddings(paddings):
+def bad_paddings(paddings):
     return jnp.any((paddings != 0) & (paddings != 1))
 
 
@@ -117,8 +117,8 @@ def value_errors(logits, logit_paddings, labels, label_paddings, blank_id):
     num_classes = logits.shape[2]
     valid = label_paddings == 0
     checks = [
-        ("`logit_paddings` must contain only 0 and 1.", _bad_paddings(logit_paddings)),
-        ("`label_paddings` must contain only 0 and 1.", _bad_paddings(label_paddings)),
+        ("`logit_paddings` must contain only 0 and 1.", bad_paddings(logit_paddings)),
+        ("`label_paddings` must contain only 0 and 1.", bad_paddings(label_paddings)),
         (
             "`label_paddings` must be right-padded: each row zeros, then ones.",
             jnp.any(label_paddings[:, 1:] < label_paddings[:, :-1]),
@@ -136,18 +136,6 @@ def value_errors(logits, logit_paddings, labels, label_paddings, blank_id):
     return checks
 
 
-def check_frame_values(logits, logit_paddings):
-    """For the decoders: NaN logits and non-0/1 paddings raise ``ValueError``
-    when the values are concrete (outside ``jit``); under ``jit`` a NaN frame
-    decodes to an unspecified hypothesis with a NaN score."""
-    if not _is_concrete(logits, logit_paddings):
-        return
-    if bool(_bad_paddings(logit_paddings)):
-        raise ValueError("`logit_paddings` must contain only 0 and 1.")
-    if bool(jnp.any(jnp.isnan(logits))):
-        raise ValueError("`logits` contain NaN.")
-
-
 def check_values(logits, logit_paddings, labels, label_paddings, blank_id, checked):
     """Raises ``ValueError`` for bad values when they are concrete.
 
@@ -155,7 +143,7 @@ def check_values(logits, logit_paddings, labels, label_paddings, blank_id, check
     same conditions become ``checkify`` checks (wrap the call in
     ``jax.experimental.checkify.checkify``); otherwise they are not checked.
     """
-    concrete = _is_concrete(logits, logit_paddings, labels, label_paddings)
+    concrete = is_concrete(logits, logit_paddings, labels, label_paddings)
     if not concrete and not checked:
         return
     for message, bad in value_errors(

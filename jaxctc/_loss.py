@@ -601,3 +601,107 @@ def _reduce(loss, num_labels, reduction):
     if reduction == "mean":
         return jnp.mean(loss)
     return jnp.mean(loss / jnp.maximum(num_labels, 1).astype(loss.dtype))
+
+
+# ----------------------------------------------------------------------------
+# Rescoring
+# ----------------------------------------------------------------------------
+
+
+def sequence_log_probs(
+    logits: jax.typing.ArrayLike,
+    logit_paddings: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    label_paddings: jax.typing.ArrayLike,
+    *,
+    blank_id: int = 0,
+) -> jax.Array:
+    r"""Exact :math:`\log P(\mathrm{labels} \mid x)` of given hypotheses.
+
+    .. math::
+        \log P(y \mid x) = \log \sum_{\pi \in \mathcal{B}^{-1}(y)}
+            \prod_t \mathrm{softmax}(x_t)_{\pi_t} = -\mathrm{ctc\_loss},
+
+    summed over every alignment of ``y``, by the loss's forward recursion.
+    Use it to rescore decoder output (beam scores only count the alignments
+    the beam kept), as a confidence, or to compare hypotheses from different
+    decoders.
+
+    Args:
+      logits: ``[B, T, K]`` unnormalised scores (``log_softmax`` is applied).
+      logit_paddings: ``[B, T]`` frame paddings (1.0 = padded).
+      labels: ``[B, N]`` or ``[B, P, N]`` integer labels, right-padded, e.g.
+        ``Hypotheses.labels``.
+      label_paddings: the labels' paddings (1.0 = padded), same shape.
+      blank_id: the blank's class index.
+
+    Returns:
+      ``[B]`` or ``[B, P]`` log-probabilities (natural log, ``<= 0``) in the
+      compute dtype; ``-inf`` where the labels have no alignment (too few
+      frames, or only through ``-inf`` logits). An all-padding row scores the
+      empty labelling (all frames blank).
+
+    Raises:
+      ValueError: for bad ranks or shapes or a ``blank_id`` out of range; with
+        concrete values, for labels equal to ``blank_id`` or outside
+        ``[0, K)`` and paddings that are not 0/1 (see :func:`jaxctc.ctc_loss`).
+      TypeError: for non-float ``logits`` or non-integer ``labels``.
+
+    Examples:
+      Two uniform frames over blank and ``a``: ``[a]`` has three of the four
+      alignments, the empty labelling one:
+
+      >>> import jax.numpy as jnp, jaxctc
+      >>> lp = jaxctc.sequence_log_probs(jnp.zeros((1, 2, 2)), jnp.zeros((1, 2)),
+      ...     jnp.array([[[1], [0]]]), jnp.array([[[0.0], [1.0]]]))
+      >>> [round(float(x), 4) for x in jnp.exp(lp[0])]
+      [0.75, 0.25]
+    """
+    logits, logit_paddings = _lattice.check_logits(logits, logit_paddings)
+    labels = jnp.asarray(labels)
+    label_paddings = jnp.asarray(label_paddings)
+    if labels.ndim not in (2, 3):
+        raise ValueError(
+            f"`labels` must have rank 2 [B, N] or 3 [B, P, N], got shape {labels.shape}."
+        )
+    if label_paddings.shape != labels.shape:
+        raise ValueError(
+            f"`label_paddings` must have the shape of `labels` {labels.shape}, "
+            f"got {label_paddings.shape}."
+        )
+    if labels.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"`labels` must have batch size B = {logits.shape[0]} (from `logits`), "
+            f"got shape {labels.shape}."
+        )
+    paths = labels.shape[1] if labels.ndim == 3 else 1
+    flat, flat_paddings = _lattice.check_labels(
+        labels.reshape(-1, labels.shape[-1]),
+        label_paddings.reshape(-1, labels.shape[-1]),
+        labels.shape[0] * paths,
+    )
+    blank_id = _lattice.check_blank_id(blank_id, logits.shape[2])
+    _lattice.check_values(logits, logit_paddings, flat, flat_paddings, blank_id, False)
+    log_p = _rescore(logits, logit_paddings, flat, flat_paddings, blank_id, paths)
+    return log_p.reshape(labels.shape[:-1])
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _rescore(logits, logit_paddings, labels, label_paddings, blank_id, paths):
+    if paths != 1:
+        logits = jnp.repeat(logits, paths, axis=0)
+        logit_paddings = jnp.repeat(logit_paddings, paths, axis=0)
+    log_epsilon = -1e5
+    loss = ctc_loss(
+        logits,
+        logit_paddings,
+        labels,
+        label_paddings,
+        blank_id=blank_id,
+        log_epsilon=log_epsilon,
+    )
+    # Paths through clamped (-inf) emissions score about log_epsilon or less.
+    possible = feasible(logit_paddings, labels, label_paddings) & (
+        loss < -0.5 * log_epsilon
+    )
+    return jnp.where(possible, -loss, -jnp.inf)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxctc import _lattice
-from jaxctc._decode import Hypotheses
+from jaxctc._hypotheses import Hypotheses
 
 _NEG_INF = -np.inf
 

@@ -1,27 +1,34 @@
-"""Slow, obvious NumPy references: sums over every alignment of tiny inputs.
+"""Slow, obvious NumPy references: the specification the fast code is tested
+against.
 
-These are the specification the fast code is tested against. They enumerate
-all ``K**T`` class sequences of one utterance, so keep ``T`` and ``K`` small.
+The brute-force ones enumerate all ``K**T`` class sequences of one utterance,
+so keep ``T`` and ``K`` small; the textbook prefix beam search is a dict of
+prefixes over every class, in float64.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import defaultdict
 
 import numpy as np
 
 
 def log_softmax(logits):
-    logits = np.asarray(logits, np.float64)
-    m = logits.max(-1, keepdims=True)
-    return logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
+    """float64 log-softmax; a row of only ``-inf`` stays ``-inf``."""
+    x = np.asarray(logits, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.max(x, axis=-1, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0.0)
+        s = np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
+        return x - m - s
 
 
-def collapse(path, blank):
-    """Merge repeats, then drop blanks: the CTC many-to-one map B."""
+def collapse(path, blank, merge=True):
+    """Merge repeats (when ``merge``), then drop blanks: the CTC map B."""
     out, prev = [], None
     for k in path:
-        if k != prev and k != blank:
+        if k != blank and (not merge or k != prev):
             out.append(int(k))
         prev = k
     return tuple(out)
@@ -80,3 +87,110 @@ def forward_variables(log_probs, labels, blank):
                     label_alpha[t, len(c) - 1], lp
                 )
     return blank_alpha, label_alpha
+
+
+def alignments(log_probs, blank):
+    """Every alignment of one ``[T', K]`` sequence (valid frames only).
+
+    Returns ``{labelling: (log P(labelling), best alignment, its log-prob)}``.
+    """
+    frames, classes = log_probs.shape
+    table = {}
+    for path in paths(frames, classes):
+        score = sum(log_probs[t, c] for t, c in enumerate(path))
+        key = collapse(path, blank)
+        total, best, best_score = table.get(key, (-np.inf, None, -np.inf))
+        total = np.logaddexp(total, score)
+        if score > best_score:
+            best, best_score = path, score
+        table[key] = (total, best, best_score)
+    return table
+
+
+def alignment_spans(path, blank):
+    """First and last frame of each token of a (valid-frames) alignment."""
+    starts, ends, prev = [], [], None
+    for t, c in enumerate(path):
+        if c != blank and c != prev:
+            starts.append(t)
+            ends.append(t)
+        elif c != blank:
+            ends[-1] = t
+        prev = c
+    return starts, ends
+
+
+def beam_search(log_probs, width, blank, max_length=None, allowed=None, skip=None):
+    """Textbook prefix beam search with a dict of prefixes (Hannun et al.),
+    trying every class on every frame.
+
+    ``allowed[t]``: the classes that may extend a prefix at frame ``t``;
+    ``skip[t]``: the frame extends nothing. Returns ``[(labelling, log_prob)]``
+    best first, only prefixes with nonzero probability.
+    """
+    frames, classes = log_probs.shape
+    beams = {(): (0.0, -np.inf)}
+    for t in range(frames):
+        lp = log_probs[t]
+        new = defaultdict(lambda: [-np.inf, -np.inf])
+        tokens = [k for k in range(classes) if k != blank]
+        if allowed is not None:
+            tokens = [k for k in tokens if k in allowed[t]]
+        if skip is not None and skip[t]:
+            tokens = []
+        for prefix, (pb, pnb) in beams.items():
+            total = np.logaddexp(pb, pnb)
+            new[prefix][0] = np.logaddexp(new[prefix][0], total + lp[blank])
+            if prefix:
+                new[prefix][1] = np.logaddexp(new[prefix][1], pnb + lp[prefix[-1]])
+            if max_length is not None and len(prefix) >= max_length:
+                continue
+            for k in tokens:
+                base = pb if prefix and prefix[-1] == k else total
+                child = prefix + (k,)
+                new[child][1] = np.logaddexp(new[child][1], base + lp[k])
+        ranked = sorted(new.items(), key=lambda kv: -np.logaddexp(*kv[1]))
+        beams = {k: tuple(v) for k, v in ranked[:width] if np.logaddexp(*v) > -np.inf}
+    ranked = sorted(beams.items(), key=lambda kv: -np.logaddexp(*kv[1]))
+    return [(k, float(np.logaddexp(*v))) for k, v in ranked]
+
+
+def model_like_logits(rng, batch, frames, classes, blank=0, pad=True):
+    """Log-probabilities like a trained CTC model's (float32), and paddings.
+
+    The blank with p in [0.99, 0.9999] on 70% of frames, otherwise one class
+    with p in [0.9, 0.99] and a runner-up; every other class far below
+    (log-probabilities in [-25, -12]).
+    """
+    x = rng.uniform(-25, -12, size=(batch, frames, classes))
+    is_blank = rng.random((batch, frames)) < 0.7
+    token = rng.integers(0, classes - 1, size=(batch, frames))
+    token = token + (token >= blank)  # any class but the blank
+    top = np.where(is_blank, blank, token)
+    p_top = np.where(
+        is_blank,
+        rng.uniform(0.99, 0.9999, (batch, frames)),
+        rng.uniform(0.9, 0.99, (batch, frames)),
+    )
+    b, t = np.arange(batch)[:, None], np.arange(frames)[None, :]
+    runner = np.where(is_blank, token, blank)
+    x[b, t, runner] = np.log(0.7 * (1 - p_top))
+    x[b, t, top] = np.log(p_top)
+    paddings = np.zeros((batch, frames))
+    if pad:
+        lengths = rng.integers(frames // 2, frames + 1, size=batch)
+        paddings = (np.arange(frames)[None] >= lengths[:, None]).astype(np.float64)
+    return x.astype(np.float32), paddings
+
+
+def random_batch(rng, batch, frames, classes, scale=2.0, pad=True):
+    logits = scale * rng.standard_normal((batch, frames, classes))
+    paddings = np.zeros((batch, frames))
+    if pad:  # paddings anywhere in time, and one sequence without frames
+        paddings = (rng.random((batch, frames)) < 0.25).astype(np.float64)
+        paddings[-1] = 1.0
+    return logits, paddings
+
+
+def unpad(labels, paddings):
+    return tuple(int(x) for x, p in zip(labels, paddings, strict=True) if p == 0)

@@ -5,7 +5,7 @@ fails for an op that one of them cannot lower, and it refuses host callbacks
 outright. On top of that the module text must hold no ``custom_call`` (host
 callbacks, and also vendor libraries such as LAPACK/cuSOLVER that a TPU would
 not have) other than XLA's own ``ApproxTopK``, which every XLA backend lowers
-itself (the beam search's exact top-k, see ``jaxctc._decode._top_k``). The CPU artifact,
+itself (the beam search's exact top-k, see ``jaxctc._frames.top_k``). The CPU artifact,
 serialized and read back, must give what the function gives directly.
 """
 

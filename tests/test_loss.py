@@ -605,3 +605,33 @@ def test_empty_batch():
     loss = jaxctc.ctc_loss(*args)
     assert loss.shape == (0,)
     assert jaxctc.ctc_loss(*args, reduction="sum") == 0.0
+
+
+# ----------------------------------------------------------------------------
+# Rescoring: sequence_log_probs
+# ----------------------------------------------------------------------------
+
+
+def test_sequence_log_probs_against_brute_force(rng):
+    logits, paddings = references.random_batch(rng, 3, 5, 3)
+    paddings[0] = 0.0
+    labels = np.array(
+        [[[1, 2, 1], [2, 2, 0], [1, 0, 0]], [[2, 0, 0], [1, 1, 0], [0, 0, 0]]] * 2
+    )[:3]
+    label_paddings = np.array(
+        [[[0, 0, 0], [0, 0, 1], [0, 1, 1]], [[0, 1, 1], [0, 0, 1], [1, 1, 1]]] * 2,
+        np.float64,
+    )[:3]
+    got = jax.jit(jaxctc.sequence_log_probs)(logits, paddings, labels, label_paddings)
+    assert got.shape == (3, 3)
+    flat = jaxctc.sequence_log_probs(
+        logits, paddings, labels[:, 0], label_paddings[:, 0]
+    )
+    np.testing.assert_allclose(flat, got[:, 0], rtol=1e-12)
+    lp = references.log_softmax(logits)
+    for b in range(3):
+        table = references.alignments(lp[b, paddings[b] == 0], 0)
+        for p in range(3):
+            key = references.unpad(labels[b, p], label_paddings[b, p])
+            want = table[key][0] if key in table else -np.inf
+            np.testing.assert_allclose(got[b, p], want, rtol=1e-9)

@@ -1,11 +1,9 @@
-"""Decoders against brute force over all alignments, a dict-based reference
-prefix beam search, and TensorFlow's beam search decoder."""
+"""The prefix beam search against brute force over all alignments, a float64
+textbook search over every class, and TensorFlow's beam search decoder."""
 
-import itertools
 import math
 import pathlib
 import warnings
-from collections import defaultdict
 
 import jax
 import jax.numpy as jnp
@@ -13,212 +11,14 @@ import numpy as np
 import pytest
 
 import jaxctc
+from tests import references
 
 DATA = pathlib.Path(__file__).parent / "data"
 
 
-# ----------------------------------------------------------------------------
-# References (float64, obvious, slow)
-# ----------------------------------------------------------------------------
-
-
-def log_softmax(x):
-    x = np.asarray(x, np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m = np.max(x, axis=-1, keepdims=True)
-        m = np.where(np.isfinite(m), m, 0.0)
-        s = np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
-        return x - m - s
-
-
-def collapse(path, blank, merge=True):
-    out, prev = [], None
-    for c in path:
-        if c != blank and (not merge or c != prev):
-            out.append(c)
-        prev = c
-    return tuple(out)
-
-
-def brute_force(log_probs, blank):
-    """Every alignment of one ``[T', K]`` sequence (valid frames only).
-
-    Returns ``{labelling: (log P(labelling), best alignment, its log-prob)}``.
-    """
-    frames, classes = log_probs.shape
-    table = {}
-    for path in itertools.product(range(classes), repeat=frames):
-        score = sum(log_probs[t, c] for t, c in enumerate(path))
-        key = collapse(path, blank)
-        total, best, best_score = table.get(key, (-np.inf, None, -np.inf))
-        total = np.logaddexp(total, score)
-        if score > best_score:
-            best, best_score = path, score
-        table[key] = (total, best, best_score)
-    return table
-
-
-def alignment_spans(path, blank):
-    """First and last frame of each token of a (valid-frames) alignment."""
-    starts, ends, prev = [], [], None
-    for t, c in enumerate(path):
-        if c != blank and c != prev:
-            starts.append(t)
-            ends.append(t)
-        elif c != blank:
-            ends[-1] = t
-        prev = c
-    return starts, ends
-
-
-def reference_beam_search(
-    log_probs, width, blank, max_length=None, allowed=None, skip=None
-):
-    """Textbook prefix beam search with a dict of prefixes (Hannun et al.).
-
-    ``allowed[t]``: the classes that may extend a prefix at frame ``t``;
-    ``skip[t]``: the frame extends nothing. Returns ``[(labelling, log_prob)]``
-    best first, only prefixes with nonzero probability.
-    """
-    frames, classes = log_probs.shape
-    beams = {(): (0.0, -np.inf)}
-    for t in range(frames):
-        lp = log_probs[t]
-        new = defaultdict(lambda: [-np.inf, -np.inf])
-        tokens = [k for k in range(classes) if k != blank]
-        if allowed is not None:
-            tokens = [k for k in tokens if k in allowed[t]]
-        if skip is not None and skip[t]:
-            tokens = []
-        for prefix, (pb, pnb) in beams.items():
-            total = np.logaddexp(pb, pnb)
-            new[prefix][0] = np.logaddexp(new[prefix][0], total + lp[blank])
-            if prefix:
-                new[prefix][1] = np.logaddexp(new[prefix][1], pnb + lp[prefix[-1]])
-            if max_length is not None and len(prefix) >= max_length:
-                continue
-            for k in tokens:
-                base = pb if prefix and prefix[-1] == k else total
-                child = prefix + (k,)
-                new[child][1] = np.logaddexp(new[child][1], base + lp[k])
-        ranked = sorted(new.items(), key=lambda kv: -np.logaddexp(*kv[1]))
-        beams = {k: tuple(v) for k, v in ranked[:width] if np.logaddexp(*v) > -np.inf}
-    ranked = sorted(beams.items(), key=lambda kv: -np.logaddexp(*kv[1]))
-    return [(k, float(np.logaddexp(*v))) for k, v in ranked]
-
-
-def random_batch(rng, batch, frames, classes, scale=2.0, pad=True):
-    logits = scale * rng.standard_normal((batch, frames, classes))
-    paddings = np.zeros((batch, frames))
-    if pad:  # paddings anywhere in time, and one sequence without frames
-        paddings = (rng.random((batch, frames)) < 0.25).astype(np.float64)
-        paddings[-1] = 1.0
-    return logits, paddings
-
-
-def unpad(labels, paddings):
-    return tuple(int(x) for x, p in zip(labels, paddings, strict=True) if p == 0)
-
-
-# ----------------------------------------------------------------------------
-# Greedy
-# ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("merge_repeated", [True, False])
-def test_greedy_is_the_collapsed_best_path(rng, merge_repeated):
-    logits, paddings = random_batch(rng, 5, 7, 4)
-    blank = 2
-    hyp = jax.jit(
-        lambda x, p: jaxctc.greedy_decode(
-            x, p, blank_id=blank, merge_repeated=merge_repeated
-        )
-    )(logits, paddings)
-    assert hyp.labels.shape == (5, 7) and hyp.labels.dtype == jnp.int32
-    assert hyp.label_paddings.dtype == jnp.float32
-    lp = log_softmax(logits)
-    for b in range(5):
-        valid = paddings[b] == 0
-        frames = np.flatnonzero(valid)
-        best = np.argmax(lp[b, valid], axis=-1)
-        want = collapse(best, blank, merge_repeated)
-        assert unpad(hyp.labels[b], hyp.label_paddings[b]) == want
-        np.testing.assert_allclose(
-            hyp.log_probs[b], np.sum(np.max(lp[b, valid], -1)), rtol=1e-12
-        )
-        if merge_repeated:
-            starts, ends = alignment_spans(best, blank)
-        else:
-            starts = ends = [t for t, c in enumerate(best) if c != blank]
-        n = len(want)
-        np.testing.assert_array_equal(hyp.starts[b, :n], frames[starts])
-        np.testing.assert_array_equal(hyp.ends[b, :n], frames[ends])
-        assert np.all(hyp.starts[b, n:] == -1) and np.all(hyp.ends[b, n:] == -1)
-    assert hyp.log_probs[-1] == 0.0 and np.all(hyp.label_paddings[-1] == 1)
-
-
-def test_greedy_is_the_best_alignment_of_brute_force(rng):
-    logits, _ = random_batch(rng, 1, 5, 3, pad=False)
-    hyp = jaxctc.greedy_decode(logits, np.zeros((1, 5)))
-    table = brute_force(log_softmax(logits[0]), 0)
-    best = max(table, key=lambda k: table[k][2])
-    assert unpad(hyp.labels[0], hyp.label_paddings[0]) == best
-    np.testing.assert_allclose(hyp.log_probs[0], table[best][2], rtol=1e-12)
-
-
-def test_greedy_robust_inputs():
-    logits = np.zeros((2, 4, 3), np.float32)
-    logits[0, :, 1] = 5.0
-    logits[0, 1, :] = -np.inf  # a frame with nothing possible
-    logits[1, :, 2] = -np.inf
-    hyp = jaxctc.greedy_decode(jnp.asarray(logits, jnp.bfloat16), np.zeros((2, 4)))
-    assert hyp.log_probs.dtype == jnp.float32
-    assert hyp.log_probs[0] == -np.inf and np.isfinite(hyp.log_probs[1])
-    assert not np.any(np.isnan(hyp.log_probs))
-    with pytest.raises(ValueError, match="blank_id"):
-        jaxctc.greedy_decode(logits, np.zeros((2, 4)), blank_id=3)
-    with pytest.raises(ValueError, match="logit_paddings"):
-        jaxctc.greedy_decode(logits, np.zeros((2, 5)))
-
-
-# ----------------------------------------------------------------------------
-# Rescoring
-# ----------------------------------------------------------------------------
-
-
-def test_sequence_log_probs_against_brute_force(rng):
-    logits, paddings = random_batch(rng, 3, 5, 3)
-    paddings[0] = 0.0
-    labels = np.array(
-        [[[1, 2, 1], [2, 2, 0], [1, 0, 0]], [[2, 0, 0], [1, 1, 0], [0, 0, 0]]] * 2
-    )[:3]
-    label_paddings = np.array(
-        [[[0, 0, 0], [0, 0, 1], [0, 1, 1]], [[0, 1, 1], [0, 0, 1], [1, 1, 1]]] * 2,
-        np.float64,
-    )[:3]
-    got = jax.jit(jaxctc.sequence_log_probs)(logits, paddings, labels, label_paddings)
-    assert got.shape == (3, 3)
-    flat = jaxctc.sequence_log_probs(
-        logits, paddings, labels[:, 0], label_paddings[:, 0]
-    )
-    np.testing.assert_allclose(flat, got[:, 0], rtol=1e-12)
-    lp = log_softmax(logits)
-    for b in range(3):
-        table = brute_force(lp[b, paddings[b] == 0], 0)
-        for p in range(3):
-            key = unpad(labels[b, p], label_paddings[b, p])
-            want = table[key][0] if key in table else -np.inf
-            np.testing.assert_allclose(got[b, p], want, rtol=1e-9)
-
-
-# ----------------------------------------------------------------------------
-# Prefix beam search
-# ----------------------------------------------------------------------------
-
-
 def test_wide_beam_finds_exact_labellings(rng):
     """A beam wider than every prefix set is the brute-force ranking."""
-    logits, paddings = random_batch(rng, 4, 6, 3)
+    logits, paddings = references.random_batch(rng, 4, 6, 3)
     paths, blank = 5, 2
     hyp = jax.jit(
         lambda x, p: jaxctc.prefix_beam_search(
@@ -229,16 +29,16 @@ def test_wide_beam_finds_exact_labellings(rng):
     rescored = jaxctc.sequence_log_probs(
         logits, paddings, hyp.labels, hyp.label_paddings, blank_id=blank
     )
-    lp = log_softmax(logits)
+    lp = references.log_softmax(logits)
     for b in range(3):
         valid = np.flatnonzero(paddings[b] == 0)
-        table = brute_force(lp[b, valid], blank)
+        table = references.alignments(lp[b, valid], blank)
         ranked = sorted(table, key=lambda k: -table[k][0])[:paths]
         for p, key in enumerate(ranked):
-            assert unpad(hyp.labels[b, p], hyp.label_paddings[b, p]) == key
+            assert references.unpad(hyp.labels[b, p], hyp.label_paddings[b, p]) == key
             np.testing.assert_allclose(hyp.log_probs[b, p], table[key][0], rtol=1e-9)
             np.testing.assert_allclose(rescored[b, p], table[key][0], rtol=1e-9)
-            starts, ends = alignment_spans(table[key][1], blank)
+            starts, ends = references.alignment_spans(table[key][1], blank)
             n = len(key)
             np.testing.assert_array_equal(hyp.starts[b, p, :n], valid[starts])
             np.testing.assert_array_equal(hyp.ends[b, p, :n], valid[ends])
@@ -251,22 +51,22 @@ def test_wide_beam_finds_exact_labellings(rng):
 @pytest.mark.parametrize("width", [1, 3])
 def test_narrow_beam_matches_reference_search(rng, width):
     """Pruning and merging of identical prefixes, as the textbook search."""
-    logits, paddings = random_batch(rng, 6, 12, 6, scale=1.5)
+    logits, paddings = references.random_batch(rng, 6, 12, 6, scale=1.5)
     paths = min(width, 3)
     hyp = jaxctc.prefix_beam_search(
         logits, paddings, beam_width=width, top_paths=paths, blank_id=1
     )
-    lp = log_softmax(logits)
+    lp = references.log_softmax(logits)
     for b in range(6):
-        want = reference_beam_search(lp[b, paddings[b] == 0], width, 1)[:paths]
+        want = references.beam_search(lp[b, paddings[b] == 0], width, 1)[:paths]
         for p, (key, score) in enumerate(want):
-            assert unpad(hyp.labels[b, p], hyp.label_paddings[b, p]) == key
+            assert references.unpad(hyp.labels[b, p], hyp.label_paddings[b, p]) == key
             np.testing.assert_allclose(hyp.log_probs[b, p], score, rtol=1e-9)
 
 
 def test_pruning_options_match_reference(rng):
-    logits, paddings = random_batch(rng, 4, 10, 9, scale=2.0)
-    lp = log_softmax(logits)
+    logits, paddings = references.random_batch(rng, 4, 10, 9, scale=2.0)
+    lp = references.log_softmax(logits)
     top_k, min_lp, skip_lp = 3, -3.0, -0.3
     runs = {
         "top_k": dict(token_top_k=top_k),
@@ -291,9 +91,11 @@ def test_pruning_options_match_reference(rng):
                 "skip": dict(skip=x[:, 0] > skip_lp),
                 "length": dict(max_length=3),
             }[name]
-            want = reference_beam_search(x, 4, 0, **kwargs)[:2]
+            want = references.beam_search(x, 4, 0, **kwargs)[:2]
             for p, (key, score) in enumerate(want):
-                assert unpad(hyp.labels[b, p], hyp.label_paddings[b, p]) == key, name
+                assert (
+                    references.unpad(hyp.labels[b, p], hyp.label_paddings[b, p]) == key
+                ), name
                 np.testing.assert_allclose(hyp.log_probs[b, p], score, rtol=1e-9)
     # Pruning that keeps every class is the exact search.
     exact = jaxctc.prefix_beam_search(logits, paddings, beam_width=4)
@@ -349,7 +151,7 @@ def test_beam_argument_errors():
 
 
 def test_hypotheses_feed_the_loss(rng):
-    logits, paddings = random_batch(rng, 3, 8, 5, pad=False)
+    logits, paddings = references.random_batch(rng, 3, 8, 5, pad=False)
     hyp = jaxctc.prefix_beam_search(logits, paddings, beam_width=8, top_paths=1)
     loss = jaxctc.ctc_loss(logits, paddings, hyp.labels[:, 0], hyp.label_paddings[:, 0])
     # A beam score counts only kept alignments: a lower bound on log P.
@@ -383,11 +185,11 @@ def test_tf_published_beam_search_vector():
     hyp = jaxctc.prefix_beam_search(
         logits, paddings, beam_width=2, top_paths=2, blank_id=5
     )
-    assert unpad(hyp.labels[0, 0], hyp.label_paddings[0, 0]) == (1, 0)
-    assert unpad(hyp.labels[0, 1], hyp.label_paddings[0, 1]) == (1,)
+    assert references.unpad(hyp.labels[0, 0], hyp.label_paddings[0, 0]) == (1, 0)
+    assert references.unpad(hyp.labels[0, 1], hyp.label_paddings[0, 1]) == (1,)
     # TF's expected scores; our float64 reference search agrees with them.
     np.testing.assert_allclose(hyp.log_probs[0], [-5.811451, -6.63339], rtol=1e-6)
-    want = reference_beam_search(log_softmax(TF_PROBS + 2.0), 2, 5)
+    want = references.beam_search(references.log_softmax(TF_PROBS + 2.0), 2, 5)
     np.testing.assert_allclose([s for _, s in want], [-5.811451, -6.63339], rtol=1e-6)
 
 
@@ -401,9 +203,11 @@ def test_tf_published_zero_probability_vector():
     hyp = jaxctc.prefix_beam_search(
         logits, np.zeros((1, 5)), beam_width=30, top_paths=3, blank_id=5
     )
-    got = [unpad(hyp.labels[0, p], hyp.label_paddings[0, p]) for p in range(3)]
+    got = [
+        references.unpad(hyp.labels[0, p], hyp.label_paddings[0, p]) for p in range(3)
+    ]
     assert got == [(1, 3), (1, 3, 1), (3, 1, 3)]
-    table = brute_force(log_softmax(logits[0]), 5)
+    table = references.alignments(references.log_softmax(logits[0]), 5)
     np.testing.assert_allclose(hyp.log_probs[0], [table[k][0] for k in got], rtol=1e-9)
 
 
@@ -423,15 +227,18 @@ def _check_tf_case(logits, paddings, width, labels, log_probs):
     )
     differ = 0
     for b in range(logits.shape[0]):
-        ours = [unpad(hyp.labels[b, p], hyp.label_paddings[b, p]) for p in range(paths)]
+        ours = [
+            references.unpad(hyp.labels[b, p], hyp.label_paddings[b, p])
+            for p in range(paths)
+        ]
         theirs = [tuple(int(x) for x in labels[b, p] if x >= 0) for p in range(paths)]
         close = np.allclose(hyp.log_probs[b], log_probs[b], rtol=2e-5, atol=2e-5)
         if ours == theirs and close:
             continue
         differ += 1
         assert np.all(log_probs[b] >= hyp.log_probs[b] - 2e-5)
-        ref = reference_beam_search(
-            log_softmax(logits[b, paddings[b] == 0]), width, blank
+        ref = references.beam_search(
+            references.log_softmax(logits[b, paddings[b] == 0]), width, blank
         )[:paths]
         assert ours == [k for k, _ in ref]
         np.testing.assert_allclose(hyp.log_probs[b], [s for _, s in ref], atol=1e-5)
@@ -479,37 +286,79 @@ def test_beam_score_is_log_of_kept_mass():
 
 
 # ----------------------------------------------------------------------------
-# Graves' prefix search
+# Large vocabularies: candidates in two levels and the exact re-run
 # ----------------------------------------------------------------------------
 
 
-def test_prefix_search_is_the_brute_force_best(rng):
-    logits, paddings = random_batch(rng, 6, 6, 3, scale=1.0)
-    logits[0, :, 2] = -np.inf
-    hyp = jaxctc.prefix_search(logits, paddings, blank_id=1)
-    assert hyp.labels.shape == (6, 6) and hyp.starts is None
-    lp = log_softmax(logits)
-    for b in range(6):
-        table = brute_force(lp[b, paddings[b] == 0], 1)
-        best = max(table, key=lambda k: table[k][0])
-        assert unpad(hyp.labels[b], hyp.label_paddings[b]) == best
-        np.testing.assert_allclose(hyp.log_probs[b], table[best][0], rtol=1e-9)
-    assert hyp.log_probs[-1] == 0.0
+@pytest.mark.parametrize(
+    ("classes", "width", "blank"), [(300, 3, 0), (300, 8, 141), (1009, 5, 1008)]
+)
+def test_large_vocabulary_equals_textbook_search(classes, width, blank):
+    """K > 64: each frame first tries its 4 best classes and re-runs a
+    sequence's frame with W + 1 when another could enter; the result must be
+    the search over every class, on model-like and on flat (random) frames."""
+    rng = np.random.default_rng(classes + width)
+    peaky, peaky_pad = references.model_like_logits(rng, 3, 14, classes, blank)
+    flat = rng.standard_normal((2, 9, classes)) * 0.5
+    cases = ((peaky.astype(np.float64), peaky_pad), (flat, np.zeros((2, 9))))
+    for logits, paddings in cases:
+        hyp = jax.jit(
+            lambda x, p: jaxctc.prefix_beam_search(
+                x, p, beam_width=width, top_paths=width, blank_id=blank
+            )
+        )(logits, paddings)
+        lp = references.log_softmax(logits)
+        for b in range(logits.shape[0]):
+            want = references.beam_search(lp[b, paddings[b] == 0], width, blank)
+            for p, (key, score) in enumerate(want):
+                got = references.unpad(hyp.labels[b, p], hyp.label_paddings[b, p])
+                assert got == key, (b, p)
+                np.testing.assert_allclose(hyp.log_probs[b, p], score, rtol=1e-9)
 
 
-def test_prefix_search_split_sections(rng):
-    """Splitting after a near-certain blank: each section's best labelling,
-    concatenated, scored exactly over the whole sequence (brute force)."""
-    logits = rng.standard_normal((1, 7, 3))
-    logits[0, 3] = [12.0, 0.0, 0.0]
-    split = jaxctc.prefix_search(logits, np.zeros((1, 7)), split_threshold=0.99)
-    lp = log_softmax(logits[0])
-    want = ()
-    for section in (lp[:4], lp[4:]):
-        table = brute_force(section, 0)
-        want += max(table, key=lambda k: table[k][0])
-    assert unpad(split.labels[0], split.label_paddings[0]) == want
-    table = brute_force(lp, 0)
-    np.testing.assert_allclose(split.log_probs[0], table[want][0], rtol=1e-9)
-    with pytest.raises(TypeError, match="host"):
-        jax.jit(jaxctc.prefix_search)(logits, np.zeros((1, 7)))
+def test_large_vocabulary_pruning_options_match_reference():
+    rng = np.random.default_rng(7)
+    classes = 200
+    logits, paddings = references.model_like_logits(rng, 3, 12, classes)
+    logits = logits.astype(np.float64)
+    # Runners-up that pruning can cut (distinct: equal classes tie arbitrarily).
+    logits[:, :, 5:9] = np.log([0.02, 0.019, 0.018, 0.017])
+    lp = references.log_softmax(logits)
+    for options in (
+        dict(token_top_k=2),
+        dict(token_top_k=6),
+        dict(token_min_log_prob=-5.0),
+        dict(blank_skip_log_prob=-0.05),
+    ):
+        hyp = jaxctc.prefix_beam_search(
+            logits, paddings, beam_width=4, top_paths=2, **options
+        )
+        for b in range(3):
+            x = lp[b, paddings[b] == 0]
+            tokens = np.where(np.arange(classes) == 0, -np.inf, x)
+            kwargs = {}
+            if "token_top_k" in options:
+                k = options["token_top_k"]
+                kwargs["allowed"] = [
+                    set(np.argsort(-r, kind="stable")[:k]) for r in tokens
+                ]
+            if "token_min_log_prob" in options:
+                kwargs["allowed"] = [set(np.flatnonzero(r >= -5.0)) for r in tokens]
+            if "blank_skip_log_prob" in options:
+                kwargs["skip"] = x[:, 0] > -0.05
+            want = references.beam_search(x, 4, 0, **kwargs)[:2]
+            for p, (key, score) in enumerate(want):
+                got = references.unpad(hyp.labels[b, p], hyp.label_paddings[b, p])
+                assert got == key, options
+                np.testing.assert_allclose(hyp.log_probs[b, p], score, rtol=1e-9)
+
+
+def test_large_vocabulary_bf16_reads_as_float32():
+    rng = np.random.default_rng(3)
+    logits, paddings = references.model_like_logits(rng, 4, 20, 1024)
+    x16 = jnp.asarray(logits, jnp.bfloat16)
+    got = jaxctc.prefix_beam_search(x16, paddings, top_paths=2)
+    want = jaxctc.prefix_beam_search(x16.astype(jnp.float32), paddings, top_paths=2)
+    np.testing.assert_array_equal(got.labels, want.labels)
+    np.testing.assert_allclose(got.log_probs, want.log_probs, rtol=1e-6)
+    assert got.log_probs.dtype == jnp.float32

@@ -1,0 +1,696 @@
+"""CTC prefix beam search: its state, the phases of its step, the search.
+
+The search keeps ``W`` prefixes per sequence in a fixed-shape state and runs
+one ``lax.scan`` over frames. Its step reads like this (one sequence):
+
+- **stay**: every prefix absorbs the frame as a blank or as its last token
+  repeated;
+- **merge**: a prefix ``p`` whose extension ``p + k`` is already another
+  beam hands that beam its mass (two beams are one prefix: summed, exactly);
+- **extend**: every other ``p + k`` for the frame's candidate classes ``k``;
+- **prune**: the ``W`` most probable of the stays and the extensions stay.
+
+"A token equal to the prefix's last token needs a blank in between" is one
+rule, :func:`_passed_on`, used wherever a prefix passes mass to a new token.
+
+Merging needs to know which beam extends which. Comparing stored prefixes
+would cost ``O(W^2 L)``, so each beam carries two 32-bit rolling hashes of its
+prefix and of its parent (the prefix without its last token): beam ``c``
+extends beam ``p`` exactly when ``c``'s parent hashes are ``p``'s hashes and
+``c`` is one token longer (a false match needs two independent 32-bit hashes
+to collide at once). The labels are not stored per beam either: each frame
+records where every beam's best blank- and label-ending alignment came from
+(``O(W)`` integers), and one reverse scan at the end reads the labels and the
+frames of their tokens back off the best alignment.
+
+**Candidates.** Only the frame's most probable classes can extend a prefix
+into the beam: an extension ``(p, k)`` with ``W + 1`` better classes ``k'`` is
+beaten by at least ``W`` distinct entries (the extensions ``(p, k')`` or the
+beams they merge into; one ``k'`` may repeat ``p``'s last token). Trained
+models are peaky, and on most frames far fewer matter, so the step first runs
+with the ``C`` best classes of the frame (``_frames.best_classes``, exact,
+found before the scan) and a bound on every other class. When the bound shows
+that another class could still enter the beam (the best prefix's mass times
+the bound beats the ``W``-th kept entry), that sequence's step is run again on
+the frame's ``W + 1`` best classes, read from its logits row. The result is
+the search over all classes, exactly; only the work differs.
+
+**Scores** are logits minus the frame's largest logit while searching: every
+alignment has one class per valid frame, so each frame's log-normalizer is
+shared by all prefixes and changes no decision; it is subtracted at the end
+(``_frames.log_sum``), so unused scores cost no ``exp`` pass under ``jit``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxctc import _frames
+from jaxctc._hypotheses import (
+    Hypotheses,
+    check_inputs,
+    check_int,
+    compute_dtype,
+    length_paddings,
+    raise_on_nan,
+    scatter_spans,
+)
+
+_NEG_INF = -np.inf
+
+# The frame's best classes tried first when K is large (see the module
+# docstring); below `_ALL_CLASSES` classes the step takes the exact W + 1 at
+# once.
+_FIRST_CANDIDATES = 4
+_ALL_CLASSES = 64
+
+# Sequences re-run per round of the exact fallback.
+_FALLBACK_ROWS = 16
+
+# ----------------------------------------------------------------------------
+# Prefix hashes
+# ----------------------------------------------------------------------------
+
+_M1, _M2 = np.uint32(0x9E3779B1), np.uint32(0x85EBCA77)
+_SEED1, _SEED2 = np.uint32(0x2545F491), np.uint32(0x6C8E9CF5)
+
+
+def _fmix(h):
+    """MurmurHash3's 32-bit finaliser, a bijection that spreads every bit."""
+    h = h ^ (h >> 16)
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def _extend_hash(h, token, mult):
+    return _fmix(h * mult + (token.astype(jnp.uint32) + np.uint32(1)))
+
+
+# ----------------------------------------------------------------------------
+# State and per-frame inputs
+# ----------------------------------------------------------------------------
+
+
+class Beams(NamedTuple):
+    """The state of ``W`` prefixes (one sequence), each field ``[W]``.
+
+    ``blank``/``label``: score of the prefix over the frames so far with the
+    last frame a blank / the prefix's last token (summed over the alignments
+    the beam kept); ``best_blank``/``best_label``: the same for the single
+    best alignment; ``last``: last token (-1 for the empty prefix);
+    ``length``; ``hash1``/``hash2``: prefix hashes; ``parent1``/``parent2``:
+    hashes of the prefix without its last token. Scores are sums of
+    ``logit - shift`` (see the module docstring); ``-inf`` marks an empty
+    slot.
+    """
+
+    blank: jax.Array
+    label: jax.Array
+    best_blank: jax.Array
+    best_label: jax.Array
+    last: jax.Array
+    length: jax.Array
+    hash1: jax.Array
+    hash2: jax.Array
+    parent1: jax.Array
+    parent2: jax.Array
+
+
+def initial_beams(width, dtype):
+    """The empty prefix with score 0 in slot 0, the other slots empty."""
+    neg = jnp.full((width,), _NEG_INF, dtype)
+    empty = neg.at[0].set(0.0)
+    zeros = jnp.zeros((width,), jnp.uint32)
+    return Beams(
+        blank=empty,
+        label=neg,
+        best_blank=empty,
+        best_label=neg,
+        last=jnp.full((width,), -1, jnp.int32),
+        length=jnp.zeros((width,), jnp.int32),
+        hash1=zeros + _SEED1,
+        hash2=zeros + _SEED2,
+        parent1=zeros,
+        parent2=zeros,
+    )
+
+
+class Frame(NamedTuple):
+    """One frame's inputs to the step of one sequence (scores: logit - shift).
+
+    Attributes:
+      blank: ``[]`` the blank's score.
+      last: ``[W]`` the score of each beam's last token (to repeat it).
+      last_allowed: ``[W]`` the same, ``-inf`` where that token may not
+        extend a prefix on this frame (so it may not merge either).
+      classes: ``[C]`` int32, the candidate classes, best first.
+      scores: ``[C]`` their scores, ``-inf`` where not allowed.
+      bound: ``[]`` an upper bound on the score of every allowed class outside
+        ``classes``; ``-inf`` when there is none.
+    """
+
+    blank: jax.Array
+    last: jax.Array
+    last_allowed: jax.Array
+    classes: jax.Array
+    scores: jax.Array
+    bound: jax.Array
+
+
+class Stay(NamedTuple):
+    """Each beam's prefix after the frame, unchanged (``[W]`` each).
+
+    ``src_blank``/``src_label`` code where the best blank- and label-ending
+    alignment came from: ``2 * beam + (0 blank | 1 label)`` at the previous
+    frame.
+    """
+
+    blank: jax.Array
+    label: jax.Array
+    best_blank: jax.Array
+    src_blank: jax.Array
+    best_label: jax.Array
+    src_label: jax.Array
+
+
+# ----------------------------------------------------------------------------
+# The step's phases (one sequence)
+# ----------------------------------------------------------------------------
+
+
+def _passed_on(repeat, blank, any_end):
+    """The score a prefix passes on to a new token: a token equal to the
+    prefix's last token needs a blank in between, so only the blank-ending
+    score passes (``repeat``), otherwise the score of either ending."""
+    return jnp.where(repeat, blank, any_end)
+
+
+def _ending(beams):
+    """1 where a beam's best alignment ends on its last token, else 0."""
+    return (beams.best_label > beams.best_blank).astype(jnp.int32)
+
+
+def _stay(beams, frame):
+    total = jnp.logaddexp(beams.blank, beams.label)
+    best_any = jnp.maximum(beams.best_blank, beams.best_label)
+    w = jnp.arange(beams.blank.shape[0], dtype=jnp.int32)
+    return Stay(
+        blank=total + frame.blank,
+        label=beams.label + frame.last,
+        best_blank=best_any + frame.blank,
+        src_blank=2 * w + _ending(beams),
+        best_label=beams.best_label + frame.last,
+        src_label=2 * w + 1,
+    )
+
+
+def _merge(beams, frame, stay):
+    """Adds to each beam the extension of its parent beam (when present).
+
+    Returns the updated stays and ``[W, C]`` the extensions that are beams
+    already (to be left out of the extensions).
+    """
+    width = beams.blank.shape[0]
+    total = jnp.logaddexp(beams.blank, beams.label)
+    alive = total > _NEG_INF
+    best_any = jnp.maximum(beams.best_blank, beams.best_label)
+    match = (
+        (alive[:, None] & alive[None, :])
+        & (beams.length[:, None] + 1 == beams.length[None, :])
+        & (beams.hash1[:, None] == beams.parent1[None, :])
+        & (beams.hash2[:, None] == beams.parent2[None, :])
+    )  # [parent, child]
+    merged = jnp.any(match, axis=0)
+    parent = jnp.argmax(match, axis=0).astype(jnp.int32)
+    repeat = beams.last == beams.last[parent]
+    mass = _passed_on(repeat, beams.blank[parent], total[parent]) + frame.last_allowed
+    label = jnp.logaddexp(stay.label, jnp.where(merged, mass, _NEG_INF))
+    best = jnp.where(
+        merged,
+        _passed_on(repeat, beams.best_blank[parent], best_any[parent])
+        + frame.last_allowed,
+        _NEG_INF,
+    )
+    src = 2 * parent + jnp.where(repeat, 0, _ending(beams)[parent])
+    better = best > stay.best_label
+    stay = stay._replace(
+        label=label,
+        best_label=jnp.where(better, best, stay.best_label),
+        src_label=jnp.where(better, src, stay.src_label),
+    )
+    # The parent's extension by the child's last token is the child.
+    same = frame.classes[None, :] == beams.last[:, None]  # [child, C]
+    column = jnp.argmax(same, axis=1).astype(jnp.int32)
+    drop = merged & jnp.any(same, axis=1)
+    duplicate = (
+        jnp.zeros(same.shape, bool)
+        .at[jnp.where(drop, parent, width), column]
+        .set(True, mode="drop")
+    )
+    return stay, duplicate
+
+
+def _extend(beams, frame, duplicate, max_length):
+    """``[W, C]`` scores of the extensions ``prefix(w) + classes[c]``."""
+    total = jnp.logaddexp(beams.blank, beams.label)
+    repeat = frame.classes[None, :] == beams.last[:, None]
+    score = (
+        _passed_on(repeat, beams.blank[:, None], total[:, None]) + frame.scores[None]
+    )
+    allowed = (beams.length < max_length)[:, None] & ~duplicate
+    return jnp.where(allowed, score, _NEG_INF)
+
+
+def _prune(stays, entries):
+    """The ``W`` best of the ``W`` stays and the ``E`` extension ``entries``.
+
+    Returns ``[W]`` choices, best first (``w < W``: beam ``w``'s stay;
+    ``W + e``: entry ``e``) and the ``W``-th best score. Ties keep the lower
+    index of ``concat([stays, entries])``.
+    """
+    width = stays.shape[0]
+    scores, choice = _frames.top_k(jnp.concatenate([stays, entries]), width)
+    return choice.astype(jnp.int32), scores[-1]
+
+
+def _step(beams, frame, max_length):
+    """One frame of the search for one sequence.
+
+    Returns the new beams, per new beam the sources of its best blank- and
+    label-ending alignments, and whether a class outside ``frame.classes``
+    could have entered the beam (then the step must run again with more).
+    """
+    width = beams.blank.shape[0]
+    num_candidates = frame.classes.shape[0]
+    stay = _stay(beams, frame)
+    stay, duplicate = _merge(beams, frame, stay)
+    ext = _extend(beams, frame, duplicate, max_length)
+    choice, worst = _prune(jnp.logaddexp(stay.blank, stay.label), ext.ravel())
+
+    is_stay = choice < width
+    flat = jnp.maximum(choice - width, 0)
+    src = jnp.where(is_stay, choice, flat // num_candidates)
+    column = flat % num_candidates
+    token = frame.classes[column]
+    repeat = token == beams.last[src]
+    best_any = jnp.maximum(beams.best_blank, beams.best_label)
+    ext_best = (
+        _passed_on(repeat, beams.best_blank[src], best_any[src]) + frame.scores[column]
+    )
+    ext_src = 2 * src + jnp.where(repeat, 0, _ending(beams)[src])
+    new = Beams(
+        blank=jnp.where(is_stay, stay.blank[src], _NEG_INF),
+        label=jnp.where(is_stay, stay.label[src], ext.ravel()[flat]),
+        best_blank=jnp.where(is_stay, stay.best_blank[src], _NEG_INF),
+        best_label=jnp.where(is_stay, stay.best_label[src], ext_best),
+        last=jnp.where(is_stay, beams.last[src], token),
+        length=beams.length[src] + jnp.where(is_stay, 0, 1),
+        hash1=jnp.where(
+            is_stay, beams.hash1[src], _extend_hash(beams.hash1[src], token, _M1)
+        ),
+        hash2=jnp.where(
+            is_stay, beams.hash2[src], _extend_hash(beams.hash2[src], token, _M2)
+        ),
+        parent1=jnp.where(is_stay, beams.parent1[src], beams.hash1[src]),
+        parent2=jnp.where(is_stay, beams.parent2[src], beams.hash2[src]),
+    )
+    sources = (
+        jnp.where(is_stay, stay.src_blank[src], 0),
+        jnp.where(is_stay, stay.src_label[src], ext_src),
+    )
+    total = jnp.logaddexp(beams.blank, beams.label)
+    base = jnp.max(jnp.where(beams.length < max_length, total, _NEG_INF))
+    return new, sources, base + frame.bound > worst
+
+
+# ----------------------------------------------------------------------------
+# The search over a batch
+# ----------------------------------------------------------------------------
+
+
+class _Options(NamedTuple):
+    blank_id: int
+    width: int
+    max_length: int
+    num_candidates: int  # C, the classes tried first
+    num_exact: int  # the classes of the exact fallback (W + 1 or fewer)
+    top_k: int | None
+
+
+def _thresholds(best, norm, min_log_prob, skip_log_prob, floor):
+    """``[B, T]`` the lowest score (logit - shift) a class needs to extend a
+    prefix on each frame (``+inf``: no class may)."""
+    threshold = jnp.full(best.shift.shape, _NEG_INF, best.shift.dtype)
+    if min_log_prob is not None:
+        threshold = jnp.maximum(threshold, min_log_prob + norm)
+    if floor is not None:
+        threshold = jnp.maximum(threshold, floor)
+    if skip_log_prob is not None:
+        skip = best.blank - norm > skip_log_prob
+        threshold = jnp.where(skip, np.inf, threshold)
+    return threshold
+
+
+def _allowed(scores, threshold):
+    return jnp.where(scores >= threshold, scores, _NEG_INF)
+
+
+def _exact_candidates(row, shift, threshold, options):
+    """The ``num_exact`` best allowed classes of logits rows ``[F, K]``."""
+    dtype = shift.dtype
+    x = row.astype(dtype) - shift[:, None]
+    x = _frames.blank_masked(_allowed(x, threshold[:, None]), options.blank_id)
+    scores, classes = _frames.top_k(x, options.num_exact)
+    return classes.astype(jnp.int32), scores
+
+
+def _search(logits, logit_paddings, min_log_prob, skip_log_prob, options):
+    batch, frames, num_classes = logits.shape
+    dtype = compute_dtype(logits)
+    width = options.width
+    top_k = options.top_k
+    valid = logit_paddings == 0
+    first = options.num_candidates
+    # With top-k pruning the k-th best class sets the frame's floor: the same
+    # two-level pass finds it.
+    best = _frames.best_classes(logits, options.blank_id, max(first, top_k or 0))
+    norm = _frames.log_sum(logits, best.shift)
+    floor = None if top_k is None else best.scores[..., top_k - 1]
+    threshold = _thresholds(best, norm, min_log_prob, skip_log_prob, floor)
+    if best.scores.shape[-1] > first:
+        bound = best.scores[..., first]
+    else:
+        bound = best.bound
+    bound = _allowed(bound, threshold)
+    if first >= min(num_classes - 1, top_k or num_classes):
+        bound = jnp.full_like(bound, _NEG_INF)  # every allowed class is a candidate
+    best = best._replace(
+        classes=best.classes[..., :first], scores=best.scores[..., :first]
+    )
+    fallback = options.num_candidates < options.num_exact and batch > 0
+    frame_inputs = (
+        valid,
+        best.blank,
+        best.classes,
+        _allowed(best.scores, threshold[..., None]),
+        bound,
+        threshold,
+        best.shift,
+    )
+
+    def frame_of(beams, last_logits, blank, classes, scores, bound, threshold, shift):
+        """The step's inputs; ``last_logits [B', W]``: each beam's last token's
+        logit on this frame."""
+        x = last_logits.astype(dtype) - shift[:, None]
+        x = jnp.where(beams.last >= 0, x, _NEG_INF)  # the empty prefix: none
+        return Frame(
+            blank=blank,
+            last=x,
+            last_allowed=_allowed(x, threshold[:, None]),
+            classes=classes,
+            scores=scores,
+            bound=bound,
+        )
+
+    step = jax.vmap(functools.partial(_step, max_length=options.max_length))
+
+    def exact_rounds(beams, t, inputs, new, sources, redo):
+        """Re-runs the step of the flagged sequences with ``num_exact``
+        classes, ``_FALLBACK_ROWS`` at a time."""
+        _, blank, _, _, _, threshold, shift = inputs
+        size = min(batch, _FALLBACK_ROWS)
+
+        def body(state):
+            new, sources, redo = state
+            (picked,) = jnp.nonzero(redo, size=size, fill_value=batch)
+            at = jnp.minimum(picked, batch - 1)
+            row = logits[at, t]  # [F, K]
+            classes, scores = _exact_candidates(row, shift[at], threshold[at], options)
+            old = jax.tree.map(lambda a: a[at], beams)
+            last = jnp.maximum(old.last, 0)
+            frame = frame_of(
+                old,
+                jnp.take_along_axis(row, last, axis=1),
+                blank[at],
+                classes,
+                scores,
+                jnp.full((size,), _NEG_INF, dtype),
+                threshold[at],
+                shift[at],
+            )
+            fixed, fixed_sources, _ = step(old, frame)
+
+            def put(a, b):
+                return a.at[picked].set(b, mode="drop")
+
+            new = jax.tree.map(put, new, fixed)
+            sources = jax.tree.map(put, sources, fixed_sources)
+            return new, sources, redo.at[picked].set(False, mode="drop")
+
+        return jax.lax.while_loop(
+            lambda state: jnp.any(state[2]), body, (new, sources, redo)
+        )
+
+    def scan_step(beams, xs):
+        t, inputs = xs
+        ok = inputs[0]
+        # Per sequence (vmapped), so that a batch-sharded input needs no
+        # communication for it.
+        last = jax.vmap(lambda x, k: x[t, k])(logits, jnp.maximum(beams.last, 0))
+        frame = frame_of(beams, last, *inputs[1:])
+        new, sources, redo = step(beams, frame)
+        if fallback:
+            new, sources, _ = exact_rounds(beams, t, inputs, new, sources, ok & redo)
+
+        def keep(a, b):
+            return jnp.where(ok.reshape(ok.shape + (1,) * (a.ndim - 1)), a, b)
+
+        new = jax.tree.map(keep, new, beams)
+        # The barrier keeps XLA:CPU from fusing these values into the update of
+        # the whole [T, ...] trace buffer (which then costs O(T) per frame).
+        trace = jax.lax.optimization_barrier((*sources, new.last, new.length))
+        return new, trace
+
+    # The initial beams, one set per sequence, derived from an input: the scan
+    # carry is then batched (and batch-sharded) from the first trace of its
+    # step; a constant carry mixes replicated and sharded operands in gathers.
+    any_valid = jnp.any(valid, axis=1)
+    init = jax.tree.map(
+        lambda a: jnp.where(any_valid.reshape((-1,) + (1,) * a.ndim), a[None], a[None]),
+        initial_beams(width, dtype),
+    )
+    xs = (
+        jnp.arange(frames, dtype=jnp.int32),
+        jax.tree.map(lambda a: jnp.moveaxis(a, 1, 0), frame_inputs),
+    )
+    if frames:
+        beams, trace = jax.lax.scan(scan_step, init, xs)
+    else:  # nothing to read from the logits (the step's gathers need a frame)
+        beams = init
+        empty = jnp.zeros((0, batch, width), jnp.int32)
+        trace = (empty, empty, empty, empty)
+    offset = jnp.sum(jnp.where(valid, norm, 0.0), axis=1)
+    trace = jax.tree.map(lambda a: jnp.moveaxis(a, 1, 0), trace)  # [B, T, W]
+    return beams, trace, offset, jnp.any(best.nan, axis=1)
+
+
+def _read_back(beams, trace, valid, offset, paths, max_length):
+    """The ``paths`` best hypotheses of one sequence and their tokens' frames."""
+    frames = valid.shape[0]
+    total = jnp.minimum(jnp.logaddexp(beams.blank, beams.label) - offset, 0.0)
+    scores, slot = _frames.top_k(total, paths)
+    alive = scores > _NEG_INF
+    sub = (beams.best_label[slot] > beams.best_blank[slot]).astype(jnp.int32)
+
+    # Read each hypothesis' best alignment back, last frame first.
+    def back(state, y):
+        slot, sub = state
+        src_blank, src_label, last, length, ok = y
+        on_token = ok & (sub == 1) & alive
+        position = jnp.where(on_token, length[slot] - 1, max_length)
+        code = jnp.where(sub == 1, src_label[slot], src_blank[slot])
+        state = (jnp.where(ok, code // 2, slot), jnp.where(ok, code % 2, sub))
+        return state, (position, last[slot])
+
+    _, (position, token) = jax.lax.scan(
+        back, (slot, sub), (*trace, valid), reverse=True
+    )
+    t = jnp.arange(frames, dtype=jnp.int32)
+    labels, starts, ends = scatter_spans(position.T, token.T, t, max_length)
+    length = jnp.where(alive, beams.length[slot], 0)
+    return Hypotheses(labels, length_paddings(length, max_length), scores, starts, ends)
+
+
+def prefix_beam_search(
+    logits: jax.typing.ArrayLike,
+    logit_paddings: jax.typing.ArrayLike,
+    *,
+    beam_width: int = 16,
+    top_paths: int = 1,
+    blank_id: int = 0,
+    max_label_length: int | None = None,
+    token_top_k: int | None = None,
+    token_min_log_prob: float | None = None,
+    blank_skip_log_prob: float | None = None,
+) -> Hypotheses:
+    r"""CTC prefix beam search: the most probable labellings, jittable.
+
+    Keeps the ``beam_width`` most probable prefixes. Each prefix :math:`y`
+    carries the probability of the frames so far over the alignments that
+    spell it, split by whether the last frame is a blank
+    (:math:`p_b`) or its last token (:math:`p_{nb}`). Per frame with
+    :math:`\ell = \log\mathrm{softmax}(x_t)` and :math:`\oplus` the log-sum,
+
+    .. math::
+        p_b(y) &\leftarrow (p_b(y) \oplus p_{nb}(y)) + \ell_{\mathrm{blank}}, \\
+        p_{nb}(y) &\leftarrow (p_{nb}(y) + \ell_{y_{-1}})
+            \oplus \bigoplus_{y = y' k} (p_b(y') [\oplus p_{nb}(y')
+            \text{ if } k \ne y'_{-1}]) + \ell_k,
+
+    the extensions :math:`y' k` of every beam :math:`y'` by every class
+    :math:`k`; an extension equal to an existing beam is merged into it by
+    summing, and the ``W`` most probable prefixes are kept. The whole search
+    is one ``lax.scan`` over frames with fixed shapes, batched, with no host
+    callbacks and a compile time independent of ``T``. Per frame it reads
+    the logits once to find the few classes that can enter the beam (see
+    "Speed" below).
+
+    Scores: ``log_probs`` is :math:`\log(p_b + p_{nb})` after the last frame,
+    the log of the total probability of all alignments of that labelling that
+    the beam kept, always ``<= 0``. It is a lower bound on
+    :math:`\log P(\mathrm{labels} \mid x)` (exact when the beam never dropped
+    a prefix of the labelling or a path to it; :func:`sequence_log_probs`
+    gives the exact value). TF's ``ctc_beam_search_decoder`` and Keras'
+    ``ctc_decode`` also return a log-probability (negative), computed on their
+    inputs as given.
+
+    Speed: only the ``W + 1`` most probable classes of a frame can extend a
+    prefix into the beam, and on a trained model's output usually fewer do.
+    The search tries each frame's 4 best classes first (found exactly, in two
+    levels over blocks of classes) and re-runs a sequence's frame with the
+    ``W + 1`` best only when a bound shows that another class could enter; the
+    result is the same as trying every class. Its cost is one pass over the
+    logits for the candidates, one ``exp`` pass for the scores, and per frame
+    work that depends on ``W`` and on how many extensions enter, not on ``K``.
+
+    Args:
+      logits: ``[B, T, K]`` unnormalised scores (``log_softmax`` is applied),
+        any float dtype; bf16/f16 are read as they are and computed in
+        float32. ``-inf`` masks a class.
+      logit_paddings: ``[B, T]``, 1.0 on padded frames (skipped), 0.0 elsewhere.
+      beam_width: ``W``, the number of prefixes kept per frame.
+      top_paths: ``P <= W``, the number of hypotheses returned per sequence.
+      blank_id: the blank's class index, in ``[0, K)``.
+      max_label_length: ``L``, the longest labelling considered (prefixes
+        are not extended beyond it); default ``T``, which loses nothing.
+      token_top_k: pruning: per frame, only the ``token_top_k`` most probable
+        non-blank classes may extend a prefix (flashlight's
+        ``beam_size_token``); default: all. At most 4 is also the fastest
+        setting (no re-runs); from ``W + 1`` on it changes only which
+        extensions merge into existing beams (a token ranked below
+        ``token_top_k`` no longer adds its mass to a beam that ends in it).
+      token_min_log_prob: pruning: per frame, classes with a log-probability
+        below this do not extend prefixes (pyctcdecode's ``token_min_logp``,
+        -5 there); default: no threshold.
+      blank_skip_log_prob: pruning: frames whose blank log-probability exceeds
+        this extend no prefix (prefixes only absorb the blank or repeat their
+        last token there); default: off.
+
+    Returns:
+      :class:`Hypotheses` with ``labels [B, P, L]`` int32 (padded with 0),
+      ``label_paddings [B, P, L]`` float32, ``log_probs [B, P]`` as above,
+      best first, in the compute dtype, and ``starts``/``ends [B, P, L]``:
+      the first and last frame of each token in the most probable alignment
+      that the beam kept for the hypothesis. When fewer than ``P``
+      hypotheses have nonzero probability the rest are marked with
+      ``log_probs = -inf`` and all padding. A sequence with no valid frame
+      gives the empty labelling with ``log_probs = 0``.
+
+    Raises:
+      ValueError: at trace time, for a bad rank or shape, a ``blank_id`` out
+        of range, ``beam_width < 1``, ``top_paths`` outside ``[1,
+        beam_width]``, ``max_label_length < 0`` or ``token_top_k < 1``; with
+        concrete values (outside ``jit``), for NaN logits or paddings that are
+        not 0/1.
+      TypeError: for non-float ``logits`` or non-int options.
+
+    Examples:
+      Two frames, blank (0) with probability 0.6 and ``a`` (1) with 0.4: the
+      labelling ``[a]`` has the alignments ``a-``, ``-a`` and ``aa``, total
+      ``0.24 + 0.24 + 0.16 = 0.64``, the empty labelling ``--`` has ``0.36``:
+
+      >>> import jax.numpy as jnp, jaxctc
+      >>> logits = jnp.log(jnp.array([[[0.6, 0.4], [0.6, 0.4]]]))
+      >>> hyp = jaxctc.prefix_beam_search(logits, jnp.zeros((1, 2)), top_paths=2)
+      >>> hyp.labels[0, :, :1].tolist(), hyp.label_paddings[0, :, 0].tolist()
+      ([[1], [0]], [0.0, 1.0])
+      >>> [round(float(x), 4) for x in jnp.exp(hyp.log_probs[0])]
+      [0.64, 0.36]
+
+    References:
+      Hannun et al., `First-pass large vocabulary continuous speech
+      recognition using bi-directional recurrent DNNs
+      <https://arxiv.org/abs/1408.2873>`_, 2014.
+    """
+    logits, logit_paddings, blank_id = check_inputs(logits, logit_paddings, blank_id)
+    _, frames, num_classes = logits.shape
+    width = check_int("beam_width", beam_width, 1)
+    paths = check_int("top_paths", top_paths, 1)
+    if paths > width:
+        raise ValueError(f"`top_paths` must be <= `beam_width` ({width}), got {paths}.")
+    if max_label_length is None:
+        max_length = frames
+    else:
+        max_length = check_int("max_label_length", max_label_length, 0)
+    top_k = None
+    if token_top_k is not None:
+        top_k = check_int("token_top_k", token_top_k, 1)
+        top_k = top_k if top_k < num_classes - 1 else None
+    hyp, has_nan = _beam_search(
+        logits,
+        logit_paddings,
+        token_min_log_prob,
+        blank_skip_log_prob,
+        blank_id=blank_id,
+        width=width,
+        paths=paths,
+        max_length=max_length,
+        top_k=top_k,
+    )
+    raise_on_nan(has_nan)
+    return hyp
+
+
+@functools.partial(
+    jax.jit, static_argnames=("blank_id", "width", "paths", "max_length", "top_k")
+)
+def _beam_search(
+    logits,
+    logit_paddings,
+    min_log_prob,
+    skip_log_prob,
+    *,
+    blank_id,
+    width,
+    paths,
+    max_length,
+    top_k,
+):
+    num_classes = logits.shape[2]
+    tokens = max(num_classes - 1, 1)  # the non-blank classes (K = 1: none)
+    exact = min(width + 1, tokens, top_k or tokens)
+    first = exact if num_classes <= _ALL_CLASSES else min(_FIRST_CANDIDATES, exact)
+    options = _Options(blank_id, width, max_length, first, exact, top_k)
+    beams, trace, offset, has_nan = _search(
+        logits, logit_paddings, min_log_prob, skip_log_prob, options
+    )
+    valid = logit_paddings == 0
+    read = functools.partial(_read_back, paths=paths, max_length=max_length)
+    return jax.vmap(read)(beams, trace, valid, offset), has_nan

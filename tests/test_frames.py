@@ -1,0 +1,75 @@
+"""The decoders' per-frame pass: the best classes in two levels, exactly."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxctc import _frames
+from tests import references
+
+
+@pytest.mark.parametrize(
+    ("classes", "blank"),
+    [(2, 0), (7, 3), (300, 0), (1000, 999), (1009, 5), (18000, 77)],
+)
+@pytest.mark.parametrize("num_best", [1, 4, 17])
+def test_best_classes_are_the_top_of_each_frame(classes, blank, num_best):
+    """Against a sort, with ties (in any order), -inf rows, and a bound above
+    every class that is not returned."""
+    rng = np.random.default_rng(classes + num_best)
+    x = rng.standard_normal((3, 5, classes)).astype(np.float32)
+    x[0, 0] = np.round(x[0, 0])  # many ties
+    x[0, 1] = -np.inf
+    x[1, 2, : classes // 2] = -np.inf
+    best = jax.jit(lambda x: _frames.best_classes(x, blank, num_best))(x)
+    shift = np.max(np.where(np.isfinite(x), x, -np.inf), -1)
+    shift = np.where(np.isfinite(shift), shift, 0.0)
+    tokens = np.where(np.arange(classes) == blank, -np.inf, x)
+    order = np.argsort(-tokens, axis=-1, kind="stable")
+    k = min(num_best, classes - 1)
+    for b in range(3):
+        for t in range(5):
+            want = tokens[b, t, order[b, t, :k]] - shift[b, t]
+            got = np.asarray(best.scores[b, t, :k])
+            np.testing.assert_array_equal(got, want)
+            finite = np.isfinite(want)
+            classes_ = np.asarray(best.classes[b, t, :k])[finite]
+            assert len(set(classes_.tolist())) == len(classes_)
+            assert blank not in classes_.tolist()
+            np.testing.assert_array_equal(x[b, t, classes_] - shift[b, t], want[finite])
+            rest = tokens[b, t, order[b, t, k:]] - shift[b, t]
+            assert np.all(rest <= best.bound[b, t]), (b, t)
+    np.testing.assert_array_equal(best.blank, x[..., blank] - shift)
+    assert not np.any(best.nan)
+
+
+@pytest.mark.parametrize("classes", [3, 100, 1000, 1009, 18000])
+def test_argmax_is_numpy_argmax(classes):
+    rng = np.random.default_rng(classes)
+    x = rng.standard_normal((2, 6, classes)).astype(np.float32)
+    x[0, 0] = 1.0  # all tied: class 0
+    x[0, 1, [5 % classes, classes - 1]] = 9.0  # tie: the lower one
+    best, top = jax.jit(_frames.argmax)(jnp.asarray(x, jnp.bfloat16))
+    xb = np.asarray(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32))
+    np.testing.assert_array_equal(best, np.argmax(xb, -1))
+    np.testing.assert_array_equal(top, np.max(xb, -1))
+    assert top.dtype == jnp.float32
+
+
+def test_log_sum_is_the_log_normalizer():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 500)).astype(np.float32) * 4
+    x[1, 1] = -np.inf
+    best = _frames.best_classes(x, 0, 4)
+    got = best.shift + _frames.log_sum(x, best.shift)
+    want = -references.log_softmax(x)[..., 0] + x[..., 0].astype(np.float64)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    assert got[1, 1] == 0.0  # a frame of -inf: 0, its scores stay -inf
+
+
+def test_nan_is_flagged():
+    x = np.zeros((1, 3, 300), np.float32)
+    x[0, 1, 200] = np.nan
+    x[0, 2, 0] = np.nan
+    np.testing.assert_array_equal(_frames.best_classes(x, 0, 4).nan, [[0, 1, 1]])
