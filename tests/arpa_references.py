@@ -1,0 +1,103 @@
+"""ARPA files for the tests, and a float64 reference of the model they define.
+
+The reference reads the file with plain string splitting and scores a word
+from its *whole* history by the backoff definition, with no states: the
+device tables, which trim histories to states, must give the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+LN10 = math.log(10.0)
+
+
+def write_random_arpa(
+    path, seed, order=3, vocab=8, count=25, drop=0.3, drop_prefixes=False, preamble=""
+):
+    """A random ARPA file over the words ``w0 .. w{vocab-1}``.
+
+    Every n-gram's context and suffix are listed, except that a fraction
+    ``drop`` of the (n-1)-grams is left out: suffixes only (which KenLM
+    accepts), or with ``drop_prefixes`` contexts too (which KenLM refuses and
+    the tables fill in). ``preamble``: text before ``\\data\\`` (a comment
+    in ARPA; KenLM refuses it). Returns the words.
+    """
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(vocab)]
+    grams = {1: {(w,) for w in words} | {("<s>",), ("</s>",), ("<unk>",)}}
+    ends = words + ["</s>"]
+    for n in range(2, order + 1):
+        chosen = set()
+        while len(chosen) < count:
+            first = str(rng.choice(["<s>"] + words))
+            chosen.add((first,) + tuple(str(w) for w in rng.choice(ends, n - 1)))
+        grams[n] = {g for g in chosen if "</s>" not in g[:-1]}
+    for n in range(order, 1, -1):
+        grams[n - 1] |= {g[:-1] for g in grams[n]} | {g[1:] for g in grams[n]}
+    for n in range(order, 2, -1):
+        contexts = {g[:-1] for g in grams[n]}
+        grams[n - 1] = {
+            g
+            for g in grams[n - 1]
+            if rng.random() >= drop or (g in contexts and not drop_prefixes)
+        }
+    with open(path, "w") as f:
+        f.write(preamble + "\\data\\\n")
+        for n in grams:
+            f.write(f"ngram {n}={len(grams[n])}\n")
+        for n in grams:
+            f.write(f"\n\\{n}-grams:\n")
+            for g in sorted(grams[n]):
+                p = -99.0 if g == ("<s>",) else -rng.uniform(0.05, 3.0)
+                line = f"{p:.6f}\t{' '.join(g)}"
+                if n < order and g[-1] != "</s>" and rng.random() < 0.8:
+                    line += f"\t{rng.uniform(-1.5, 0.3):.6f}"
+                f.write(line + "\n")
+        f.write("\n\\end\\\n")
+    return words
+
+
+def read_model(path):
+    """``{ngram tuple: (ln p, ln backoff)}`` and the order."""
+    model, order = {}, 0
+    n = 0
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("\\") and line.endswith("-grams:"):
+                n = int(line[1:-7])
+                order = max(order, n)
+            elif n and line and not line.startswith("\\"):
+                fields = line.split()
+                bow = float(fields[n + 1]) if len(fields) > n + 1 else 0.0
+                model[tuple(fields[1 : n + 1])] = (float(fields[0]) * LN10, bow * LN10)
+    return model, order
+
+
+def word_log_prob(model, history, word):
+    """:math:`\\ln P(w \\mid history)` by the backoff definition, in float64."""
+    if (word,) not in model:
+        word = "<unk>"
+    history = tuple(history)
+    total = 0.0
+    while True:
+        entry = model.get(history + (word,))
+        if entry is not None:
+            return total + entry[0]
+        total += model.get(history, (0.0, 0.0))[1] if history else 0.0
+        history = history[1:]
+
+
+def sentence_log_probs(model, order, words, eos=True):
+    """Per word (and ``</s>``) :math:`\\ln P`, from ``<s>``, in float64."""
+    history = ["<s>"]
+    out = []
+    for w in list(words) + (["</s>"] if eos else []):
+        out.append(
+            word_log_prob(model, history[-(order - 1) :] if order > 1 else [], w)
+        )
+        history.append(w if (w,) in model else "<unk>")
+    return out
