@@ -15,12 +15,8 @@ word, so at most ``order`` tries are needed (:func:`advance`). Trimming the
 context to the longest suffix that is a state loses nothing: a longer
 context that is no state has no n-gram and backoff weight 0.
 
-The arcs are found through a hash of ``(state, word)``: the arcs are sorted by
-their hash bucket (about one arc per bucket), each bucket's first arc is
-stored, and a lookup reads the ``probes`` arcs from there (``probes``: the
-fullest bucket, about 8-10 for a million arcs), one gather of fixed shape, no
-loops, no int64. Keys of other buckets never match, so no bucket ends are
-stored.
+The arcs are found by their key ``(state, word)`` in a static hash map
+(:mod:`jaxctc._buckets`): one gather of fixed shape per try.
 """
 
 from __future__ import annotations
@@ -31,17 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxctc import _arpa
-
-_M1, _M2 = np.uint32(0x9E3779B1), np.uint32(0x85EBCA77)
-
-
-def _hash(state, word, xp):
-    """A 32-bit hash of ``(state, word)`` (int32 arrays), in NumPy or JAX."""
-    h = state.astype(xp.uint32) * _M1 + word.astype(xp.uint32) * _M2
-    h = h ^ (h >> 15)
-    h = h * np.uint32(0x2C1B3C6D)
-    return h ^ (h >> 13)
+from jaxctc import _arpa, _buckets
 
 
 @jax.tree_util.register_dataclass
@@ -50,28 +36,19 @@ class NGramTables:
     """The device tables of an n-gram model (see the module docstring).
 
     Attributes:
-      bucket_start: ``[num_buckets]`` int32, the first arc of each hash bucket
-        (``num_buckets`` a power of two).
-      arc_state, arc_word: ``[num_arcs + probes]`` int32, each arc's key, in
-        bucket order (``-1`` past the end).
-      arc_log_prob: float32, :math:`\\ln P(w \\mid h)` of each arc.
-      arc_next: int32, the state after each arc.
+      arcs: the arcs, keyed ``(state, word)``, with values
+        :math:`\\ln P(w \\mid h)` (float32) and the next state (int32).
       backoff: ``[num_states]`` float32, each state's ln backoff weight.
       backoff_state: ``[num_states]`` int32, the state to back off to (the
         root backs off to itself).
-      order, probes: the model's order, and the arcs a lookup reads.
+      order: the model's order.
       start, end: the state of ``<s>`` and the word id of ``</s>``.
     """
 
-    bucket_start: jax.Array
-    arc_state: jax.Array
-    arc_word: jax.Array
-    arc_log_prob: jax.Array
-    arc_next: jax.Array
+    arcs: _buckets.BucketTable
     backoff: jax.Array
     backoff_state: jax.Array
     order: int = dataclasses.field(metadata=dict(static=True))
-    probes: int = dataclasses.field(metadata=dict(static=True))
     start: int = dataclasses.field(metadata=dict(static=True))
     end: int = dataclasses.field(metadata=dict(static=True))
 
@@ -161,47 +138,21 @@ def build_tables(arpa: _arpa.Arpa) -> NGramTables:
             back[s] = backoff.get(gram, 0.0)
             back_state[s] = longest_state(gram[1:])
 
-    keys_state = np.asarray(keys_state, np.int32)
-    keys_word = np.asarray(keys_word, np.int32)
-    num_buckets = 1 << max(4, int(np.ceil(np.log2(max(len(keys_state), 1)))))
-    bucket = _hash(keys_state, keys_word, np) & np.uint32(num_buckets - 1)
-    arcs_order = np.argsort(bucket, kind="stable")
-    counts = np.bincount(bucket, minlength=num_buckets)
-    probes = max(int(counts.max(initial=0)), 1)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
-
-    def column(values, dtype, empty):
-        out = np.asarray(values, dtype)[arcs_order]
-        return jnp.asarray(np.concatenate([out, np.full(probes, empty, dtype)]))
-
+    arc_table = _buckets.build(
+        keys_state,
+        keys_word,
+        (np.asarray(log_probs, np.float32), np.asarray(nexts, np.int32)),
+        empty=(-np.inf, 0),
+    )
     bos = words.index(_arpa.BOS)
     return NGramTables(
-        bucket_start=jnp.asarray(starts),
-        arc_state=column(keys_state, np.int32, -1),
-        arc_word=column(keys_word, np.int32, -1),
-        arc_log_prob=column(log_probs, np.float32, -np.inf),
-        arc_next=column(nexts, np.int32, 0),
+        arcs=arc_table,
         backoff=jnp.asarray(back),
         backoff_state=jnp.asarray(back_state),
         order=order,
-        probes=probes,
         start=states.get((bos,), 0),
         end=words.index(_arpa.EOS),
     )
-
-
-def _lookup(tables, state, word):
-    """The arc ``(state, word)``: ``(found, ln p, next state)``, elementwise."""
-    num_buckets = tables.bucket_start.shape[0]
-    bucket = _hash(state, word, jnp) & np.uint32(num_buckets - 1)
-    first = tables.bucket_start[bucket.astype(jnp.int32)]
-    offsets = jnp.arange(tables.probes, dtype=jnp.int32)
-    pos = first[..., None] + offsets.reshape((1,) * first.ndim + (tables.probes,))
-    hit = (tables.arc_state[pos] == state[..., None]) & (
-        tables.arc_word[pos] == word[..., None]
-    )
-    arc = jnp.take_along_axis(pos, jnp.argmax(hit, axis=-1)[..., None], -1)[..., 0]
-    return jnp.any(hit, axis=-1), tables.arc_log_prob[arc], tables.arc_next[arc]
 
 
 def advance(tables: NGramTables, state, word):
@@ -222,7 +173,7 @@ def advance(tables: NGramTables, state, word):
     next_state = jnp.zeros(state.shape, jnp.int32)
     current = state
     for _ in range(tables.order):
-        found, log_prob, after = _lookup(tables, current, word)
+        found, log_prob, after = _buckets.lookup(tables.arcs, current, word)
         hit = found & ~done
         total = total + jnp.where(
             done, 0.0, jnp.where(found, log_prob, tables.backoff[current])

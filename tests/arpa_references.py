@@ -15,9 +15,17 @@ LN10 = math.log(10.0)
 
 
 def write_random_arpa(
-    path, seed, order=3, vocab=8, count=25, drop=0.3, drop_prefixes=False, preamble=""
+    path,
+    seed,
+    order=3,
+    vocab=8,
+    count=25,
+    drop=0.3,
+    drop_prefixes=False,
+    preamble="",
+    words=None,
 ):
-    """A random ARPA file over the words ``w0 .. w{vocab-1}``.
+    """A random ARPA file over ``words`` (default ``w0 .. w{vocab-1}``).
 
     Every n-gram's context and suffix are listed, except that a fraction
     ``drop`` of the (n-1)-grams is left out: suffixes only (which KenLM
@@ -26,7 +34,7 @@ def write_random_arpa(
     in ARPA; KenLM refuses it). Returns the words.
     """
     rng = np.random.default_rng(seed)
-    words = [f"w{i}" for i in range(vocab)]
+    words = [f"w{i}" for i in range(vocab)] if words is None else list(words)
     grams = {1: {(w,) for w in words} | {("<s>",), ("</s>",), ("<unk>",)}}
     ends = words + ["</s>"]
     for n in range(2, order + 1):
