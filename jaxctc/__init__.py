@@ -7,6 +7,7 @@ from jaxctc._align import Alignment, forced_align, posteriors
 from jaxctc._beam import prefix_beam_search
 from jaxctc._greedy import greedy_decode
 from jaxctc._hypotheses import Hypotheses
+from jaxctc._lm import NGramLM
 from jaxctc._loss import (
     ctc_loss,
     ctc_loss_with_forward_probs,
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Alignment",
     "Hypotheses",
+    "NGramLM",
     "char_error_rate",
     "ctc_loss",
     "ctc_loss_with_forward_probs",

@@ -106,7 +106,8 @@ class Beams(NamedTuple):
     ``length``; ``hash1``/``hash2``: prefix hashes; ``parent1``/``parent2``:
     hashes of the prefix without its last token. Scores are sums of
     ``logit - shift`` (see the module docstring); ``-inf`` marks an empty
-    slot.
+    slot. With scorers: ``fusion``, the sum of their contributions to the
+    prefix, and ``scorer``, a tuple of their states (``None`` without).
     """
 
     blank: jax.Array
@@ -119,9 +120,11 @@ class Beams(NamedTuple):
     hash2: jax.Array
     parent1: jax.Array
     parent2: jax.Array
+    fusion: jax.Array | None = None
+    scorer: tuple | None = None
 
 
-def initial_beams(width, dtype):
+def initial_beams(width, dtype, scorers=()):
     """The empty prefix with score 0 in slot 0, the other slots empty."""
     neg = jnp.full((width,), _NEG_INF, dtype)
     empty = neg.at[0].set(0.0)
@@ -137,6 +140,8 @@ def initial_beams(width, dtype):
         hash2=zeros + _SEED2,
         parent1=zeros,
         parent2=zeros,
+        fusion=jnp.zeros((width,), dtype) if scorers else None,
+        scorer=tuple(s.init((width,)) for s in scorers) if scorers else None,
     )
 
 
@@ -279,7 +284,20 @@ def _prune(stays, entries):
     return choice.astype(jnp.int32), top[-1]
 
 
-def _step(beams, frame, max_length):
+def _fuse(scorers, beams, classes, shape):
+    """``[W, C]`` the scorers' summed contributions of extending each beam by
+    each class, and their states after it (leading shape ``[W, C]``)."""
+    tokens = jnp.broadcast_to(classes[None, :], shape)
+    total = jnp.zeros(shape, beams.fusion.dtype)
+    states = []
+    for scorer, state in zip(scorers, beams.scorer, strict=True):
+        delta, after = scorer.score(state, tokens)
+        total = total + delta.astype(total.dtype)
+        states.append(after)
+    return total, tuple(states)
+
+
+def _step(beams, frame, max_length, scorers=()):
     """One frame of the search for one sequence.
 
     Returns the new beams, per new beam the sources of its best blank- and
@@ -291,7 +309,13 @@ def _step(beams, frame, max_length):
     stay = _stay(beams, frame)
     stay, duplicate = _merge(beams, frame, stay)
     ext = _extend(beams, frame, duplicate, max_length)
-    choice, worst = _prune(jnp.logaddexp(stay.blank, stay.label), ext.ravel())
+    stay_rank = jnp.logaddexp(stay.blank, stay.label)
+    ext_rank = ext
+    if scorers:  # the ranking adds the scorers' contributions
+        fused, fused_states = _fuse(scorers, beams, frame.classes, ext.shape)
+        stay_rank = stay_rank + beams.fusion
+        ext_rank = ext + (beams.fusion[:, None] + fused)
+    choice, worst = _prune(stay_rank, ext_rank.ravel())
 
     is_stay = choice < width
     flat = jnp.maximum(choice - width, 0)
@@ -320,6 +344,20 @@ def _step(beams, frame, max_length):
         parent1=jnp.where(is_stay, beams.parent1[src], beams.hash1[src]),
         parent2=jnp.where(is_stay, beams.parent2[src], beams.hash2[src]),
     )
+    if scorers:
+        new = new._replace(
+            fusion=beams.fusion[src]
+            + jnp.where(is_stay, 0.0, fused[src, column]).astype(beams.fusion.dtype),
+            scorer=jax.tree.map(
+                lambda old, ext: jnp.where(
+                    is_stay.reshape(is_stay.shape + (1,) * (old.ndim - 1)),
+                    old[src],
+                    ext[src, column],
+                ),
+                beams.scorer,
+                fused_states,
+            ),
+        )
     sources = (
         jnp.where(is_stay, stay.src_blank[src], 0),
         jnp.where(is_stay, stay.src_label[src], ext_src),
@@ -370,7 +408,7 @@ def _exact_candidates(row, shift, threshold, options):
     return classes.astype(jnp.int32), scores
 
 
-def _search(logits, logit_paddings, min_log_prob, skip_log_prob, options):
+def _search(logits, logit_paddings, min_log_prob, skip_log_prob, scorers, options):
     batch, frames, num_classes = logits.shape
     dtype = compute_dtype(logits)
     width = options.width
@@ -418,7 +456,9 @@ def _search(logits, logit_paddings, min_log_prob, skip_log_prob, options):
             bound=bound,
         )
 
-    step = jax.vmap(functools.partial(_step, max_length=options.max_length))
+    step = jax.vmap(
+        functools.partial(_step, max_length=options.max_length, scorers=scorers)
+    )
 
     def exact_all(beams, t, inputs, frame, new, sources, redo):
         """Re-runs the step with ``num_exact`` classes for every sequence
@@ -477,7 +517,7 @@ def _search(logits, logit_paddings, min_log_prob, skip_log_prob, options):
     any_valid = jnp.any(valid, axis=1)
     init = jax.tree.map(
         lambda a: jnp.where(any_valid.reshape((-1,) + (1,) * a.ndim), a[None], a[None]),
-        initial_beams(width, dtype),
+        initial_beams(width, dtype, scorers),
     )
     xs = (
         jnp.arange(frames, dtype=jnp.int32),
@@ -494,11 +534,18 @@ def _search(logits, logit_paddings, min_log_prob, skip_log_prob, options):
     return beams, trace, offset, jnp.any(best.nan, axis=1)
 
 
-def _read_back(beams, trace, valid, offset, paths, max_length):
+def _read_back(beams, trace, valid, offset, paths, max_length, scorers=()):
     """The ``paths`` best hypotheses of one sequence and their tokens' frames."""
     frames = valid.shape[0]
     total = jnp.minimum(jnp.logaddexp(beams.blank, beams.label) - offset, 0.0)
-    scores, slot = _frames.top_k(total, paths)
+    rank = total
+    if scorers:
+        rank = total + beams.fusion
+        for scorer, state in zip(scorers, beams.scorer, strict=True):
+            rank = rank + scorer.final(state).astype(rank.dtype)
+        rank = jnp.where(total > _NEG_INF, rank, _NEG_INF)
+    ranks, slot = _frames.top_k(rank, paths)
+    scores = total[slot]
     alive = scores > _NEG_INF
     sub = (beams.best_label[slot] > beams.best_blank[slot]).astype(jnp.int32)
 
@@ -518,7 +565,9 @@ def _read_back(beams, trace, valid, offset, paths, max_length):
     t = jnp.arange(frames, dtype=jnp.int32)
     labels, starts, ends = scatter_spans(position.T, token.T, t, max_length)
     length = jnp.where(alive, beams.length[slot], 0)
-    return Hypotheses(labels, length_paddings(length, max_length), scores, starts, ends)
+    return Hypotheses(
+        labels, length_paddings(length, max_length), scores, starts, ends, ranks
+    )
 
 
 def prefix_beam_search(
@@ -532,6 +581,7 @@ def prefix_beam_search(
     token_top_k: int | None = None,
     token_min_log_prob: float | None = None,
     blank_skip_log_prob: float | None = None,
+    scorers=(),
 ) -> Hypotheses:
     r"""CTC prefix beam search: the most probable labellings, jittable.
 
@@ -597,6 +647,15 @@ def prefix_beam_search(
       blank_skip_log_prob: pruning: frames whose blank log-probability exceeds
         this extend no prefix (prefixes only absorb the blank or repeat their
         last token there); default: off.
+      scorers: fusion scorers (e.g. :class:`NGramLM`), each adding its
+        contribution to a prefix's ranking whenever the prefix gets a new
+        token (see ``jaxctc._lm`` for the protocol: ``init``, ``score``,
+        ``final``). The prefixes' probabilities are still summed exactly
+        over alignments (a scorer depends on the prefix only), but the ``W +
+        1`` rule above no longer bounds the classes that can enter the beam:
+        with scorers each frame's ``token_top_k`` (default ``W + 1``) most
+        probable classes are the candidates. Without scorers the results
+        are those of the search without the argument, bit for bit.
 
     Returns:
       :class:`Hypotheses` with ``labels [B, P, L]`` int32 (padded with 0),
@@ -606,7 +665,10 @@ def prefix_beam_search(
       that the beam kept for the hypothesis. When fewer than ``P``
       hypotheses have nonzero probability the rest are marked with
       ``log_probs = -inf`` and all padding. A sequence with no valid frame
-      gives the empty labelling with ``log_probs = 0``.
+      gives the empty labelling with ``log_probs = 0``. ``scores [B, P]``:
+      the ranking score, ``log_probs`` plus every scorer's contribution to
+      the hypothesis (equal to ``log_probs`` without scorers); hypotheses are
+      ordered by it.
 
     Raises:
       ValueError: at trace time, for a bad rank or shape, a ``blank_id`` out
@@ -653,6 +715,7 @@ def prefix_beam_search(
         logit_paddings,
         token_min_log_prob,
         blank_skip_log_prob,
+        _check_scorers(scorers),
         blank_id=blank_id,
         width=width,
         paths=paths,
@@ -663,6 +726,18 @@ def prefix_beam_search(
     return hyp
 
 
+def _check_scorers(scorers):
+    scorers = tuple(scorers)
+    for i, scorer in enumerate(scorers):
+        missing = [m for m in ("init", "score", "final") if not hasattr(scorer, m)]
+        if missing:
+            raise TypeError(
+                f"`scorers[{i}]` ({type(scorer).__name__}) lacks {', '.join(missing)}: "
+                "a scorer has init(shape), score(state, tokens) and final(state)."
+            )
+    return scorers
+
+
 @functools.partial(
     jax.jit, static_argnames=("blank_id", "width", "paths", "max_length", "top_k")
 )
@@ -671,6 +746,7 @@ def _beam_search(
     logit_paddings,
     min_log_prob,
     skip_log_prob,
+    scorers,
     *,
     blank_id,
     width,
@@ -680,12 +756,19 @@ def _beam_search(
 ):
     num_classes = logits.shape[2]
     tokens = max(num_classes - 1, 1)  # the non-blank classes (K = 1: none)
-    exact = min(width + 1, tokens, top_k or tokens)
-    first = exact if num_classes <= _ALL_CLASSES else min(_FIRST_CANDIDATES, exact)
+    if scorers:
+        # No bound makes fewer classes exact with scorers: the frame's
+        # `token_top_k` (default W + 1) best classes are the candidates.
+        exact = first = min(top_k or width + 1, tokens)
+    else:
+        exact = min(width + 1, tokens, top_k or tokens)
+        first = exact if num_classes <= _ALL_CLASSES else min(_FIRST_CANDIDATES, exact)
     options = _Options(blank_id, width, max_length, first, exact, top_k)
     beams, trace, offset, has_nan = _search(
-        logits, logit_paddings, min_log_prob, skip_log_prob, options
+        logits, logit_paddings, min_log_prob, skip_log_prob, scorers, options
     )
     valid = logit_paddings == 0
-    read = functools.partial(_read_back, paths=paths, max_length=max_length)
+    read = functools.partial(
+        _read_back, paths=paths, max_length=max_length, scorers=scorers
+    )
     return jax.vmap(read)(beams, trace, valid, offset), has_nan

@@ -27,6 +27,9 @@ class Hypotheses(NamedTuple):
         alignment, -1 on padded entries.
       ends: int32, the last frame (inclusive) of each token, -1 on padded
         entries.
+      scores: the ranking score of each hypothesis (beam search:
+        ``log_probs`` plus the fusion scorers' contributions); ``None`` for
+        greedy decoding.
     """
 
     labels: jax.Array
@@ -34,6 +37,7 @@ class Hypotheses(NamedTuple):
     log_probs: jax.Array
     starts: jax.Array | None = None
     ends: jax.Array | None = None
+    scores: jax.Array | None = None
 
 
 # So that an exported decoder can be serialized with its output.

@@ -94,6 +94,24 @@ class NGramLM:
         does not recompile).
       delimiter: the delimiter's class (word-level), -1 for token-level.
       unk: the LM word id of ``<unk>``.
+
+    Examples:
+      A word-level 1-gram over the labels blank, ``a``, ``b``, space; the
+      hypothesis "ab" gets :math:`\ln P(ab) + \ln P(</s>)`, i.e.
+      :math:`(-0.3 - 1) \ln 10`, once it ends:
+
+      >>> import pathlib, tempfile, jax, jax.numpy as jnp, jaxctc
+      >>> path = pathlib.Path(tempfile.mkdtemp()) / "lm.arpa"
+      >>> _ = path.write_text("\\data\\\nngram 1=4\n\\1-grams:\n"
+      ...     "-1 </s>\n-99 <s>\n-1 <unk>\n-0.3 ab\n\\end\\\n")
+      >>> lm = jaxctc.NGramLM.from_arpa(path, ["", "a", "b", " "], weight=1.0,
+      ...                               word_bonus=0.0)
+      >>> state = lm.init()
+      >>> for k in (1, 2):  # "a", then "b": no word completed yet
+      ...     delta, state = lm.score(state, jnp.array([k]))
+      ...     state = jax.tree.map(lambda x: x[0], state)
+      >>> round(float(lm.final(state)), 4)
+      -2.9934
     """
 
     tables: _ngram.NGramTables
@@ -257,7 +275,10 @@ class NGramLM:
             log_prob, after = _ngram.advance(self.tables, expand.lm, word)
             delta = self.weight * log_prob + self.bonus
             return delta, LMState(after, expand.node)
-        end_delta, end_lm = self._word_end(expand)
+        # Ending the word does not depend on the token: once per hypothesis.
+        end_delta, end_lm = self._word_end(state)
+        end_delta = jnp.broadcast_to(end_delta[..., None], tokens.shape)
+        end_lm = jnp.broadcast_to(end_lm[..., None], tokens.shape)
         found, child = _buckets.lookup(self.trie, jnp.maximum(expand.node, 0), tokens)
         alive = expand.node >= 0
         char_node = jnp.where(alive & found, child, -1)

@@ -109,3 +109,31 @@ def sentence_log_probs(model, order, words, eos=True):
         )
         history.append(w if (w,) in model else "<unk>")
     return out
+
+
+def word_fusion(model, order, labels, delimiter, weight, bonus, unk_score):
+    """``(partial, final)`` of a word-level LM for the textbook search, from
+    the text of a labelling: ``partial`` the contribution of the words
+    completed so far (and ``unk_score`` for a partial word that no LM word
+    starts with), ``final`` the rest of the documented total."""
+    vocab = [g[0] for g in model if len(g) == 1]
+    prefixes = {w[:i] for w in vocab for i in range(1, len(w) + 1)}
+
+    def words_score(words, eos):
+        log_probs = sentence_log_probs(model, order, words, eos=eos)
+        oov = sum((w,) not in model for w in words)
+        return weight * sum(log_probs) + bonus * len(words) + unk_score * oov
+
+    def text(labelling):
+        return "".join(labels[k] for k in labelling)
+
+    def partial(labelling):
+        *done, part = text(labelling).split(delimiter)
+        score = words_score([w for w in done if w], eos=False)
+        return score + (unk_score if part and part not in prefixes else 0.0)
+
+    def final(labelling):
+        words = [w for w in text(labelling).split(delimiter) if w]
+        return words_score(words, eos=True) - partial(labelling)
+
+    return partial, final

@@ -120,14 +120,20 @@ def alignment_spans(path, blank):
     return starts, ends
 
 
-def beam_search(log_probs, width, blank, max_length=None, allowed=None, skip=None):
+def beam_search(
+    log_probs, width, blank, max_length=None, allowed=None, skip=None, fusion=None
+):
     """Textbook prefix beam search with a dict of prefixes (Hannun et al.),
     trying every class on every frame.
 
     ``allowed[t]``: the classes that may extend a prefix at frame ``t``;
     ``skip[t]``: the frame extends nothing. Returns ``[(labelling, log_prob)]``
-    best first, only prefixes with nonzero probability.
+    best first, only prefixes with nonzero probability. With ``fusion =
+    (partial, final)``, functions of a labelling, prefixes rank by
+    ``log_prob + partial(prefix)`` and the result by ``log_prob +
+    partial + final``: ``[(labelling, log_prob, score)]``.
     """
+    partial, final = fusion or (lambda p: 0.0, lambda p: 0.0)
     frames, classes = log_probs.shape
     beams = {(): (0.0, -np.inf)}
     for t in range(frames):
@@ -149,10 +155,18 @@ def beam_search(log_probs, width, blank, max_length=None, allowed=None, skip=Non
                 base = pb if prefix and prefix[-1] == k else total
                 child = prefix + (k,)
                 new[child][1] = np.logaddexp(new[child][1], base + lp[k])
-        ranked = sorted(new.items(), key=lambda kv: -np.logaddexp(*kv[1]))
+        ranked = sorted(
+            new.items(), key=lambda kv: -np.logaddexp(*kv[1]) - partial(kv[0])
+        )
         beams = {k: tuple(v) for k, v in ranked[:width] if np.logaddexp(*v) > -np.inf}
-    ranked = sorted(beams.items(), key=lambda kv: -np.logaddexp(*kv[1]))
-    return [(k, float(np.logaddexp(*v))) for k, v in ranked]
+    if fusion is None:
+        ranked = sorted(beams.items(), key=lambda kv: -np.logaddexp(*kv[1]))
+        return [(k, float(np.logaddexp(*v))) for k, v in ranked]
+    scored = [
+        (k, float(np.logaddexp(*v)), float(np.logaddexp(*v) + partial(k) + final(k)))
+        for k, v in beams.items()
+    ]
+    return sorted(scored, key=lambda x: -x[2])
 
 
 def model_like_logits(rng, batch, frames, classes, blank=0, pad=True):

@@ -8,6 +8,7 @@ import jaxctc
 PUBLIC = [
     "Alignment",
     "Hypotheses",
+    "NGramLM",
     "char_error_rate",
     "ctc_loss",
     "ctc_loss_with_forward_probs",

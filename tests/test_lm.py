@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxctc._lm import NGramLM
+from jaxctc import NGramLM
 from tests import arpa_references as ref
 
 WORDS = ["a", "ab", "ba", "abc", "cab", "bb", "c", "aca"]

@@ -172,7 +172,10 @@ MALFORMED = {
     ),
     "order": ("\\data\\\nngram 1=1\n\\2-grams:\n-1 a b\n\\end\\\n", "line 3: section"),
     "no end": ("\\data\\\nngram 1=1\n\\1-grams:\n-1 a\n", "ends before"),
-    "header": ("\\data\\\nngram one=1\n\\1-grams:\n-1 a\n\\end\\\n", "line 2: expected .ngram N=count."),
+    "header": (
+        "\\data\\\nngram one=1\n\\1-grams:\n-1 a\n\\end\\\n",
+        "line 2: expected .ngram N=count.",
+    ),
     "unigram": (
         "\\data\\\nngram 1=2\nngram 2=1\n\\1-grams:\n-1 a\n-1 </s>\n"
         "\\2-grams:\n-1 a b\n\\end\\\n",

@@ -1,0 +1,169 @@
+"""The beam search with fusion scorers: pyctcdecode's published vectors and
+the float64 textbook search with the same fusion."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxctc
+from jaxctc import NGramLM
+from tests import arpa_references as aref
+from tests import references as ref
+from tests.test_ngram import BUGS_BUNNY
+
+# pyctcdecode's test case: labels with the blank last, one-hot rows spelling
+# "bugs" and "bunny", mixed 0.49 / 0.51, then a space and "bunny" again.
+LABELS = [" ", "b", "g", "n", "s", "u", "y", ""]
+
+
+def _rows(chars):
+    rows = np.zeros((len(chars), len(LABELS)))
+    rows[np.arange(len(chars)), [LABELS.index(c) for c in chars]] = 1
+    return rows
+
+
+def _bugs_bunny_logits():
+    bugs = _rows(["b", "u", "g", "s", "", ""])
+    bunny = _rows(["b", "u", "n", "", "n", "y"])
+    probs = np.vstack([bugs * 0.49 + bunny * 0.51, _rows([" "]), bunny])
+    return np.log(np.clip(probs, 1e-15, 1))[None].astype(np.float32)
+
+
+def _text(hyp, path=0):
+    n = int(np.sum(np.asarray(hyp.label_paddings[0, path]) == 0))
+    return "".join(LABELS[int(k)] for k in hyp.labels[0, path, :n])
+
+
+@pytest.fixture
+def bugs_bunny_lm(tmp_path):
+    path = tmp_path / "bugs_bunny.arpa"
+    path.write_text(BUGS_BUNNY)
+    return path
+
+
+@pytest.mark.parametrize(
+    "weight, text, log_prob",
+    [
+        (None, "bunny bunny", 4 * np.log(0.51)),
+        (0.5, "bugs bunny", 4 * np.log(0.49)),
+        (0.0, "bunny bunny", 4 * np.log(0.51)),
+    ],
+)
+def test_pyctcdecode_vectors(bugs_bunny_lm, weight, text, log_prob):
+    logits = _bugs_bunny_logits()
+    scorers = ()
+    if weight is not None:
+        scorers = (
+            NGramLM.from_arpa(bugs_bunny_lm, LABELS, weight=weight, word_bonus=1.5),
+        )
+    hyp = jaxctc.prefix_beam_search(
+        logits, jnp.zeros((1, 13)), beam_width=16, blank_id=7, scorers=scorers
+    )
+    assert _text(hyp) == text
+    np.testing.assert_allclose(hyp.log_probs[0, 0], log_prob, rtol=1e-6)
+    # Every word of the best hypothesis is in the LM with probability 1 here,
+    # so its score is the acoustic one plus the bonus per word.
+    bonus = 0.0 if weight is None else 1.5 * 2
+    np.testing.assert_allclose(hyp.scores[0, 0], log_prob + bonus, rtol=1e-6)
+    if text == "bugs bunny":
+        # The words' frames, as pyctcdecode reports them: (0, 4) and (7, 13).
+        n = len(text)
+        starts, ends = hyp.starts[0, 0, :n], hyp.ends[0, 0, :n]
+        assert (int(starts[0]), int(ends[3]) + 1) == (0, 4)
+        assert (int(starts[5]), int(ends[-1]) + 1) == (7, 13)
+
+
+def test_without_scorers_scores_equal_log_probs():
+    rng = np.random.default_rng(0)
+    logits, paddings = ref.random_batch(rng, 3, 9, 6)
+    hyp = jaxctc.prefix_beam_search(logits, paddings, beam_width=4, top_paths=3)
+    np.testing.assert_array_equal(hyp.scores, hyp.log_probs)
+
+
+WORDS = ["a", "ab", "ba", "abc", "cab", "bb", "c", "aca"]
+WORD_LABELS = ["", "a", "b", "c", " ", "z"]
+
+
+@pytest.mark.parametrize("width", [1, 3, 8])
+def test_word_lm_equals_textbook_search_with_fusion(tmp_path, width):
+    rng = np.random.default_rng(width)
+    path = tmp_path / "words.arpa"
+    aref.write_random_arpa(path, width, order=3, words=WORDS)
+    model, order = aref.read_model(path)
+    weight, bonus, unk = 0.8, 0.5, -3.0
+    lm = NGramLM.from_arpa(
+        path, WORD_LABELS, weight=weight, word_bonus=bonus, unk_score=unk
+    )
+    fusion = aref.word_fusion(model, order, WORD_LABELS, " ", weight, bonus, unk)
+    batch, frames, classes = 4, 10, len(WORD_LABELS)
+    logits, paddings = ref.random_batch(rng, batch, frames, classes, scale=2.5)
+    logits = logits.astype(np.float32)
+    paths = min(width, 2)
+    hyp = jaxctc.prefix_beam_search(
+        logits, paddings, beam_width=width, top_paths=paths, scorers=(lm,)
+    )
+    for b in range(batch):
+        lp = ref.log_softmax(logits[b][paddings[b] == 0])
+        # With scorers the candidates are each frame's W + 1 best classes.
+        allowed = [
+            set(
+                np.argsort(-np.where(np.arange(classes) == 0, -np.inf, row))[
+                    : width + 1
+                ]
+            )
+            for row in lp
+        ]
+        want = ref.beam_search(lp, width, 0, allowed=allowed, fusion=fusion)[:paths]
+        for p, (labelling, log_prob, score) in enumerate(want):
+            got = ref.unpad(hyp.labels[b, p], hyp.label_paddings[b, p])
+            assert got == labelling, (b, p)
+            np.testing.assert_allclose(
+                hyp.log_probs[b, p], log_prob, rtol=1e-5, atol=1e-5
+            )
+            np.testing.assert_allclose(hyp.scores[b, p], score, rtol=1e-5, atol=1e-4)
+
+
+def test_scorers_must_follow_the_protocol():
+    logits = jnp.zeros((1, 3, 4))
+    with pytest.raises(TypeError, match=r"`scorers\[0\]`.*init, score, final"):
+        jaxctc.prefix_beam_search(logits, jnp.zeros((1, 3)), scorers=(object(),))
+
+
+def test_token_lm_equals_textbook_search_with_fusion(tmp_path):
+    rng = np.random.default_rng(7)
+    path = tmp_path / "tokens.arpa"
+    words = aref.write_random_arpa(path, 4, order=3, vocab=5)
+    model, order = aref.read_model(path)
+    labels = [""] + words  # the blank first
+    lm = NGramLM.from_arpa(path, labels, weight=0.6, token_bonus=0.3)
+
+    def partial(labelling):
+        seq = [labels[k] for k in labelling]
+        return 0.6 * sum(
+            aref.sentence_log_probs(model, order, seq, eos=False)
+        ) + 0.3 * len(seq)
+
+    def final(labelling):
+        seq = [labels[k] for k in labelling]
+        return 0.6 * aref.sentence_log_probs(model, order, seq)[-1]
+
+    logits, paddings = ref.random_batch(rng, 4, 9, len(labels), scale=2.5)
+    logits = logits.astype(np.float32)
+    width = 4
+    hyp = jaxctc.prefix_beam_search(
+        logits, paddings, beam_width=width, top_paths=2, scorers=(lm,)
+    )
+    for b in range(4):
+        lp = ref.log_softmax(logits[b][paddings[b] == 0])
+        allowed = [set(np.argsort(-row[1:])[: width + 1] + 1) for row in lp]
+        want = ref.beam_search(lp, width, 0, allowed=allowed, fusion=(partial, final))[
+            :2
+        ]
+        for p, (labelling, log_prob, score) in enumerate(want):
+            assert ref.unpad(hyp.labels[b, p], hyp.label_paddings[b, p]) == labelling
+            np.testing.assert_allclose(
+                hyp.log_probs[b, p], log_prob, rtol=1e-5, atol=1e-5
+            )
+            np.testing.assert_allclose(hyp.scores[b, p], score, rtol=1e-5, atol=1e-4)
