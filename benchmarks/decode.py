@@ -7,6 +7,7 @@ Run after ``pip install -e ".[bench]"``::
     python benchmarks/decode.py --section peaky    # model-like outputs, K = 29..18000
     python benchmarks/decode.py --section crnn     # the CRNN example's own outputs
     python benchmarks/decode.py --section random   # random logits, K = 29 / 1024
+    python benchmarks/decode.py --section lm       # the search with a word 3-gram
     python benchmarks/decode.py --quick            # fewer repeats
 
 Sections:
@@ -18,6 +19,10 @@ Sections:
   lines of T = 100 frames padded to lengths 60-100%.
 - ``crnn``: the trained CRNN example's outputs (K = 37) on 200 fresh test
   lines; it needs ``python examples/crnn/train.py`` first (``--crnn-workdir``).
+- ``lm``: the beam search with and without a word-level 3-gram
+  (``jaxctc.NGramLM``) on model-like outputs at (32, 400, 29): a synthetic
+  model of about 320k n-grams over 20k random letter words (its loading
+  time and table bytes are reported too).
 
 Peers run interleaved, one call each per round, and each row reports the
 median over rounds; compile time (jaxctc's ``jit``, Keras' first call) is
@@ -673,11 +678,86 @@ def print_agreement(agree):
             print(f"| {case} | {name} | {value:.1%} |")
 
 
+def synthetic_word_arpa(path, num_words=20000, count=150000, seed=0):
+    """A word 3-gram ARPA file over random letter words (the n-grams random,
+    every context listed); returns the number of n-grams."""
+    rng = np.random.default_rng(seed)
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    words = sorted(
+        {"".join(rng.choice(letters, rng.integers(2, 9))) for _ in range(num_words)}
+    )
+    v = len(words)
+    bigrams = np.unique(rng.integers(0, v, (count, 2)), axis=0)
+    contexts = bigrams[rng.integers(0, len(bigrams), count)]
+    trigrams = np.unique(
+        np.concatenate([contexts, rng.integers(0, v, (count, 1))], 1), axis=0
+    )
+    with open(path, "w") as f:
+        f.write(
+            f"\\data\\\nngram 1={v + 3}\nngram 2={len(bigrams)}\n"
+            f"ngram 3={len(trigrams)}\n\n\\1-grams:\n"
+            "-99\t<s>\t-0.5\n-1.5\t</s>\n-6\t<unk>\n"
+        )
+        p = -rng.uniform(2, 6, v)
+        f.writelines(f"{p[i]:.4f}\t{w}\t-0.4\n" for i, w in enumerate(words))
+        f.write("\n\\2-grams:\n")
+        p = -rng.uniform(0.3, 4, len(bigrams))
+        f.writelines(
+            f"{p[i]:.4f}\t{words[a]} {words[b]}\t-0.3\n"
+            for i, (a, b) in enumerate(bigrams)
+        )
+        f.write("\n\\3-grams:\n")
+        p = -rng.uniform(0.1, 3, len(trigrams))
+        f.writelines(
+            f"{p[i]:.4f}\t{words[a]} {words[b]} {words[c]}\n"
+            for i, (a, b, c) in enumerate(trigrams)
+        )
+        f.write("\n\\end\\\n")
+    return v + 3 + len(bigrams) + len(trigrams)
+
+
+def lm_section(repeats):
+    labels = [""] + list("abcdefghijklmnopqrstuvwxyz'") + [" "]  # K = 29
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "words.arpa")
+        count = synthetic_word_arpa(path)
+        start = time.perf_counter()
+        lm = jaxctc.NGramLM.from_arpa(path, labels, weight=0.5, word_bonus=1.0)
+        load = time.perf_counter() - start
+    print(
+        f"Word 3-gram: {count} n-grams, loaded in {load:.1f} s; tables "
+        f"{lm.nbytes / 2**20:.1f} MiB, {lm.nbytes / count:.1f} bytes per n-gram.",
+        flush=True,
+    )
+    x, p = model_like_log_probs(32, 400, len(labels))
+    x, p = jnp.asarray(x), jnp.asarray(p)
+    case = "(32, 400, 29), word 3-gram"
+    contestants = {
+        "jaxctc.prefix_beam_search W=16": _timed_compile(
+            lambda x, p: jaxctc.prefix_beam_search(x, p, beam_width=16), x, p
+        ),
+        "jaxctc.prefix_beam_search W=16 + NGramLM": _timed_compile(
+            lambda x, p, lm: jaxctc.prefix_beam_search(
+                x, p, beam_width=16, scorers=(lm,)
+            ),
+            x,
+            p,
+            lm,
+        ),
+    }
+    medians = interleave(contestants, repeats)
+    rows = []
+    add_case(
+        rows, case, contestants, medians, "jaxctc.prefix_beam_search W=16 + NGramLM", {}
+    )
+    print(table(rows), flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--section",
-        choices=("random", "peaky", "crnn", "all"),
+        choices=("random", "peaky", "crnn", "lm", "all"),
         default="all",
         help="which benchmark to run (default: all)",
     )
@@ -720,6 +800,8 @@ def main(argv=None):
     )
     if args.section in ("random", "all"):
         random_section(repeats, python, args.skip_keras)
+    if args.section in ("lm", "all"):
+        lm_section(repeats)
     rows, goals, agree = [], [], {}
     if args.section in ("peaky", "all"):
         classes = [int(k) for k in args.classes.split(",")]
