@@ -531,7 +531,9 @@ def _search(logits, logit_paddings, min_log_prob, skip_log_prob, scorers, option
         trace = (empty, empty, empty, empty)
     offset = jnp.sum(jnp.where(valid, norm, 0.0), axis=1)
     trace = jax.tree.map(lambda a: jnp.moveaxis(a, 1, 0), trace)  # [B, T, W]
-    return beams, trace, offset, jnp.any(best.nan, axis=1)
+    # NaN, or +inf as the blank or the best other class (the shift is then 0).
+    bad = best.nan | (best.blank == jnp.inf) | (best.scores[..., 0] == jnp.inf)
+    return beams, trace, offset, jnp.any(bad, axis=1)
 
 
 def _read_back(beams, trace, valid, offset, paths, max_length, scorers=()):
@@ -674,8 +676,9 @@ def prefix_beam_search(
       ValueError: at trace time, for a bad rank or shape, a ``blank_id`` out
         of range, ``beam_width < 1``, ``top_paths`` outside ``[1,
         beam_width]``, ``max_label_length < 0`` or ``token_top_k < 1``; with
-        concrete values (outside ``jit``), for NaN logits or paddings that are
-        not 0/1.
+        concrete values (outside ``jit``), for NaN or ``+inf`` logits
+        (under ``jit``: an unspecified hypothesis and score) or paddings that
+        are not 0/1.
       TypeError: for non-float ``logits`` or non-int options.
 
     Examples:

@@ -7,7 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxctc import _frames
+from jaxctc import _frames, _lattice
 from jaxctc._hypotheses import (
     Hypotheses,
     check_inputs,
@@ -61,9 +61,11 @@ def greedy_decode(
 
     Raises:
       ValueError: at trace time, for a bad rank or shape or a ``blank_id``
-        out of range; with concrete values (outside ``jit``), for NaN logits
+        out of range; with concrete values (outside ``jit``), for NaN or
+        ``+inf`` logits (under ``jit``: an unspecified hypothesis and score)
         or paddings that are not 0/1.
-      TypeError: for non-float ``logits`` or a non-int ``blank_id``.
+      TypeError: for non-float ``logits``, a non-int ``blank_id`` or a
+        non-bool ``merge_repeated``.
 
     Examples:
       Blank is 0; the best path ``a a - b`` collapses to ``[1, 2]`` (``a`` on
@@ -81,7 +83,8 @@ def greedy_decode(
       ([0, 3], [1, 3])
     """
     logits, logit_paddings, blank_id = check_inputs(logits, logit_paddings, blank_id)
-    hyp, has_nan = _greedy(logits, logit_paddings, blank_id, bool(merge_repeated))
+    merge_repeated = _lattice.check_bool("merge_repeated", merge_repeated)
+    hyp, has_nan = _greedy(logits, logit_paddings, blank_id, merge_repeated)
     raise_on_nan(has_nan)
     return hyp
 
@@ -119,4 +122,4 @@ def _greedy(logits, logit_paddings, blank_id, merge_repeated):
         starts,
         ends,
     )
-    return hyp, jnp.any(jnp.isnan(top), axis=1)
+    return hyp, jnp.any(jnp.isnan(top) | (top == jnp.inf), axis=1)

@@ -47,30 +47,29 @@ jax.export.register_namedtuple_serialization(
 
 
 def check_inputs(logits, logit_paddings, blank_id):
-    """The decoders' static checks; paddings that are not 0/1 raise when concrete.
+    """The decoders' static checks; paddings that are not 0/1 raise when known.
 
-    NaN logits are found by the decoders' own pass over the logits (a NaN wins
-    every maximum), see :func:`raise_on_nan`.
+    NaN and ``+inf`` logits are found by the decoders' own pass over the
+    logits (they win every maximum), see :func:`raise_on_nan`.
     """
     logits, logit_paddings = _lattice.check_logits(logits, logit_paddings)
     blank_id = _lattice.check_blank_id(blank_id, logits.shape[2])
-    if _lattice.is_concrete(logit_paddings) and bool(
-        _lattice.bad_paddings(logit_paddings)
-    ):
-        raise ValueError("`logit_paddings` must contain only 0 and 1.")
+    _lattice.check_paddings(logit_paddings, "logit_paddings")
     return logits, logit_paddings, blank_id
 
 
 def raise_on_nan(has_nan):
-    """Raises for NaN logits when the per-sequence flags ``[B]`` are concrete
-    (outside ``jit``); they stay per sequence so that a batch-sharded decoder
-    needs no communication.
+    """Raises for NaN or ``+inf`` logits when the per-sequence flags ``[B]``
+    are known (outside ``jit``); they stay per sequence so that a
+    batch-sharded decoder needs no communication.
 
-    Under ``jit`` a NaN frame decodes to an unspecified hypothesis with a NaN
-    score.
+    Under ``jit`` such a frame decodes to an unspecified hypothesis and score.
     """
-    if _lattice.is_concrete(has_nan) and bool(jnp.any(has_nan)):
-        raise ValueError("`logits` contain NaN.")
+    _lattice.require(
+        ~jnp.any(has_nan),
+        "`logits` contain NaN or +inf: only finite values and -inf (a masked "
+        "class) are allowed.",
+    )
 
 
 def check_int(name, value, low):

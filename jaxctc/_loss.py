@@ -16,8 +16,8 @@ _GRAD_MODES = ("posterior", "autodiff")
 
 def _forward(logits, states, skip, final, frame_valid, log_epsilon, keep):
     """``-log P(y | x)`` ``[B]``, the alphas ``[T, B, S]`` (or None) and the
-    log-normalizer ``[B, T]`` of the logits."""
-    log_norm = jax.nn.logsumexp(logits, axis=-1)
+    log-normalizer of the logits (a ``LogNorm`` of ``[B, T]`` parts)."""
+    log_norm = _lattice.log_normalizer(logits)
     emit = _lattice.frame_emissions(logits, log_norm, states, log_epsilon)
     init = _lattice.initial_state(*states.shape, log_epsilon, logits.dtype)
     last, alphas = _lattice.forward(emit, frame_valid, skip, init, keep=keep)
@@ -32,9 +32,10 @@ def _nll_and_alphas(logits, states, skip, final, frame_valid, log_epsilon):
 
 
 def _split_forward(logits, states, skip, final, frame_valid, log_epsilon, keep):
-    """``(nll [B], log_norm [T, B], weights, ends)`` from the split layout's
+    """``(nll [B], log_norm, weights, ends)`` from the split layout's
     forward pass (``T >= 1``; ``log_norm`` and ``weights`` are None unless
-    ``keep``); ``ends`` are the last frame's state posteriors."""
+    ``keep``; ``log_norm`` has ``[T, B]`` parts); ``ends`` are the last
+    frame's state posteriors."""
     lattice = _lattice.split(states, skip, final)
     emit = _lattice.split_emissions(logits, lattice, log_epsilon)
     blank, label, weights, log_norm = _lattice.forward_weights(
@@ -74,9 +75,9 @@ def posterior_gradient(
 
     def on_frame(t, beta, ok, grad):
         x = jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
-        norm = jax.lax.dynamic_index_in_dim(log_norm, t, axis=1, keepdims=True)
+        norm = _lattice.frame_norm(log_norm, t)
         gamma = _lattice.posterior(alphas[t], beta, log_z, ok)
-        row = jnp.where(ok, jnp.exp(x - norm), 0.0)
+        row = jnp.where(ok, jnp.exp(norm.apply(x)), 0.0)
         # Scatter per sequence (vmapped), so that a batch-sharded input keeps
         # every row on its own device: a batched scatter all-gathers.
         row = jax.vmap(lambda r, s, g: r.at[s].add(g))(row, states, -gamma)
@@ -131,6 +132,17 @@ def _frame_posteriors(blank, label, ok):
     )
 
 
+def add_class_posteriors(row, lattice, blank, label):
+    """``row [B, K]`` plus a frame's class posteriors: the label posteriors
+    ``label [B, N]`` at their classes, the blank total ``blank [B]`` at the
+    blank (see ``_frame_posteriors``)."""
+    # Scatter per sequence (vmapped), so that a batch-sharded input keeps
+    # every row on its own device: a batched scatter all-gathers.
+    return jax.vmap(lambda r, k, y, g, b: r.at[y].add(g).at[k].add(b))(
+        row, lattice.blank_id[:, 0], lattice.labels, label, blank
+    )
+
+
 def smoothed_gradient(logits, log_norm, lattice, frame_valid, weights, ends, scale):
     """``scale[b] * d nll_b / d logits[b]`` ``[B, T, K]`` from transition weights.
 
@@ -138,7 +150,8 @@ def smoothed_gradient(logits, log_norm, lattice, frame_valid, weights, ends, sca
     posteriors), with the state posteriors carried back frame by frame along
     the forward pass's ``weights`` (see ``_lattice.smooth``) instead of being
     rebuilt from alphas and betas. ``ends`` are the posteriors at the last
-    frame, ``(blank [B, N + 1], label [B, N])``; ``log_norm`` is ``[T, B]``.
+    frame, ``(blank [B, N + 1], label [B, N])``; ``log_norm`` has ``[T, B]``
+    parts.
     """
     if logits.shape[2] <= _CLASS_SUM_MAX_CLASSES:
         return _gradient_by_class_sums(
@@ -147,14 +160,10 @@ def smoothed_gradient(logits, log_norm, lattice, frame_valid, weights, ends, sca
 
     def on_frame(t, blank, label, ok, grad):
         x = jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
-        norm = log_norm[t][:, None]
-        row = jnp.where(ok, jnp.exp(x - norm), 0.0)
+        norm = jax.tree.map(lambda a: a[t][:, None], log_norm)
+        row = jnp.where(ok, jnp.exp(norm.apply(x)), 0.0)
         blank, label = _frame_posteriors(blank, label, ok)
-        # Scatter per sequence (vmapped), so that a batch-sharded input keeps
-        # every row on its own device: a batched scatter all-gathers.
-        row = jax.vmap(lambda r, k, y, g, b: r.at[y].add(g).at[k].add(b))(
-            row, lattice.blank_id[:, 0], lattice.labels, -label, -blank
-        )
+        row = add_class_posteriors(row, lattice, -blank, -label)
         return jax.lax.dynamic_update_index_in_dim(
             grad, row * scale[:, None], t, axis=1
         )
@@ -182,7 +191,7 @@ def _gradient_by_class_sums(
 
     dtype = logits.dtype
     # Zeros shaped like (and sharded like) the weights: [T, B, N] and [T, B].
-    kept = (jnp.zeros_like(weights.own), jnp.zeros_like(weights.own[:, :, 0]))
+    kept = (jnp.zeros_like(weights.own), jnp.zeros_like(weights.blank[:, :, 0]))
     labels, blanks = _lattice.smooth(
         weights, lattice.skip, frame_valid, *ends, on_frame, kept
     )
@@ -193,7 +202,8 @@ def _gradient_by_class_sums(
     class_sums = jnp.sum(posteriors * mask, axis=3)
     is_blank = k[None, None, :] == lattice.blank_id[:, :, None]  # [B, 1, K]
     blank_sums = jnp.where(is_blank, jnp.transpose(blanks)[:, :, None], 0.0)
-    softmax = jnp.exp(logits - jnp.transpose(log_norm)[:, :, None])
+    norm = jax.tree.map(lambda a: jnp.transpose(a)[:, :, None], log_norm)
+    softmax = jnp.exp(norm.apply(logits))
     valid = jnp.transpose(frame_valid)[:, :, None]
     grad = jnp.where(valid, softmax - class_sums - blank_sums, 0.0)
     return grad * scale[:, None, None]
@@ -265,11 +275,7 @@ def _check(
         logits, logit_paddings, labels, label_paddings, blank_id, checked
     )
     dtype = _lattice.compute_dtype(logits.dtype)
-    log_epsilon = jnp.asarray(log_epsilon, dtype)
-    if log_epsilon.ndim != 0:
-        raise ValueError(
-            f"`log_epsilon` must be a scalar, got shape {log_epsilon.shape}."
-        )
+    log_epsilon = _lattice.check_log_epsilon(log_epsilon, dtype, checked)
     return (
         logits.astype(dtype),
         logit_paddings,
@@ -285,20 +291,9 @@ def _lattice_inputs(logit_paddings, labels, label_paddings, blank_id):
     return lattice, jnp.transpose(logit_paddings == 0)
 
 
-def _prepare(
-    logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
-):
-    """Checks the inputs; returns ``(logits, lattice, frame_valid, log_epsilon)``."""
-    logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon = _check(
-        logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
-    )
-    lattice, frame_valid = _lattice_inputs(
-        logit_paddings, labels, label_paddings, blank_id
-    )
-    return logits, lattice, frame_valid, log_epsilon
-
-
-@functools.partial(jax.jit, static_argnames=("blank_id", "grad_mode", "with_alphas"))
+@functools.partial(
+    jax.jit, static_argnames=("blank_id", "grad_mode", "with_alphas", "zero_infinity")
+)
 def _loss_core(
     logits,
     logit_paddings,
@@ -309,6 +304,7 @@ def _loss_core(
     blank_id,
     grad_mode,
     with_alphas,
+    zero_infinity=False,
 ):
     lattice, frame_valid = _lattice_inputs(
         logit_paddings, labels, label_paddings, blank_id
@@ -329,7 +325,10 @@ def _loss_core(
         nll, alphas = (_nll_posterior if posterior else _nll)(*args), None
     # -log P >= 0 exactly; float32 rounding of a near-certain alignment can dip
     # just below zero (optax issue #1771), which the clamp removes.
-    return jnp.maximum(nll, 0.0), alphas, lattice.num_labels
+    nll = jnp.maximum(nll, 0.0)
+    if zero_infinity:
+        nll = jnp.where(_lattice.reachable(logits, lattice, frame_valid), nll, 0.0)
+    return nll, alphas, lattice.num_labels
 
 
 def _loss_and_alphas(
@@ -342,6 +341,7 @@ def _loss_and_alphas(
     grad_mode,
     checked,
     with_alphas,
+    zero_infinity=False,
 ):
     """Checks the inputs (eagerly), then runs one jitted computation."""
     if grad_mode not in _GRAD_MODES:
@@ -351,7 +351,7 @@ def _loss_and_alphas(
     logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon = _check(
         logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
     )
-    loss, alphas, num_labels = _loss_core(
+    return _loss_core(
         logits,
         logit_paddings,
         labels,
@@ -360,8 +360,8 @@ def _loss_and_alphas(
         blank_id=blank_id,
         grad_mode=grad_mode,
         with_alphas=with_alphas,
+        zero_infinity=_lattice.check_bool("zero_infinity", zero_infinity),
     )
-    return loss, alphas, num_labels, log_epsilon
 
 
 def ctc_loss_with_forward_probs(
@@ -417,7 +417,8 @@ def ctc_loss_with_forward_probs(
       labels: ``[B, N]`` integer class ids, right-padded.
       label_paddings: ``[B, N]``, 1.0 on padded labels, each row zeros then ones.
       blank_id: the blank's class index, in ``[0, K)``.
-      log_epsilon: the stand-in for :math:`\log 0` (a finite scalar).
+      log_epsilon: the stand-in for :math:`\log 0`, a scalar in
+        ``[-1e20, 0)``.
       grad_mode: ``"posterior"`` (default): the closed-form gradient
         ``softmax - posterior occupancy``, memory a small multiple of one
         ``[T, B, 2N+1]`` lattice (:func:`ctc_loss` carries the posteriors
@@ -439,10 +440,13 @@ def ctc_loss_with_forward_probs(
 
     Raises:
       ValueError: at trace time, for a bad rank or shape, a ``blank_id`` out of
-        range or a non-scalar ``log_epsilon``; with concrete values (or
-        ``checked=True`` under ``checkify``), for paddings that are not 0/1,
-        labels that are not right-padded, equal to ``blank_id`` or outside
-        ``[0, K)`` in the valid region, and NaN logits.
+        range or a non-scalar ``log_epsilon``; with concrete values (outside
+        ``jit``, also under an eager ``jax.grad``; or ``checked=True`` under
+        ``checkify``), for paddings that are not 0/1, labels that are not
+        right-padded, equal to ``blank_id`` or outside ``[0, K)`` in the valid
+        region (in their own dtype: int64 labels are not narrowed first), NaN
+        or ``+inf`` logits, and a ``log_epsilon`` that is not finite and
+        negative (in ``[-1e20, 0)``).
       TypeError: for non-float ``logits`` or non-integer ``labels``.
 
     Examples:
@@ -463,7 +467,7 @@ def ctc_loss_with_forward_probs(
       unsegmented sequence data with recurrent neural networks
       <https://dl.acm.org/doi/10.1145/1143844.1143891>`_, ICML 2006.
     """
-    loss, alphas, _, _ = _loss_and_alphas(
+    loss, alphas, _ = _loss_and_alphas(
         logits,
         logit_paddings,
         labels,
@@ -488,10 +492,12 @@ def feasible(
     labels: jax.typing.ArrayLike,
     label_paddings: jax.typing.ArrayLike,
 ) -> jax.Array:
-    r"""Whether each sequence has at least one alignment.
+    r"""Whether each sequence has enough frames for an alignment.
 
     A labelling :math:`y_{1..U}` needs :math:`U + R` valid frames, :math:`R`
-    the number of adjacent repeats (``a a`` needs a blank between).
+    the number of adjacent repeats (``a a`` needs a blank between). This looks
+    at the lengths only: alignments that all pass through ``-inf`` logits
+    still count (:func:`ctc_loss`'s ``zero_infinity`` removes those too).
 
     Args:
       logit_paddings: ``[B, T]`` frame paddings (1.0 = padded).
@@ -501,6 +507,11 @@ def feasible(
     Returns:
       ``[B]`` bool: True where ``valid frames >= U + R``.
 
+    Raises:
+      ValueError: for bad ranks or shapes; with concrete values, for paddings
+        that are not 0/1.
+      TypeError: for non-integer ``labels``.
+
     Examples:
       >>> import jax.numpy as jnp, jaxctc
       >>> jaxctc.feasible(jnp.zeros((2, 3)), jnp.array([[1, 1, 2], [1, 2, 3]]),
@@ -508,9 +519,16 @@ def feasible(
       [False, True]
     """
     logit_paddings = jnp.asarray(logit_paddings)
+    if logit_paddings.ndim != 2:
+        raise ValueError(
+            f"`logit_paddings` must have rank 2 [B, T], got shape "
+            f"{logit_paddings.shape}."
+        )
     labels, label_paddings = _lattice.check_labels(
-        labels, label_paddings, logit_paddings.shape[0]
+        labels, label_paddings, logit_paddings.shape[0], batch_from="logit_paddings"
     )
+    _lattice.check_paddings(logit_paddings, "logit_paddings")
+    _lattice.check_paddings(label_paddings, "label_paddings")
     num_frames = jnp.sum(logit_paddings == 0, axis=1, dtype=jnp.int32)
     return num_frames >= _lattice.min_frames(labels, label_paddings)
 
@@ -544,11 +562,14 @@ def ctc_loss(
       log_epsilon: the stand-in for :math:`\log 0`.
       reduction: ``"none"`` (``[B]``), ``"sum"``, ``"mean"`` (batch mean), or
         ``"mean_by_label_length"`` (each loss divided by ``max(1, U_b)``, then
-        the batch mean: torch's ``reduction="mean"``).
-      zero_infinity: replace the loss of sequences with no alignment (too few
-        frames for their labels, or probability below ``exp(log_epsilon / 2)``)
-        by 0, with zero gradient, as torch's flag does. Use :func:`feasible`
-        to see which.
+        the batch mean: torch's ``reduction="mean"``). Both means are 0 on an
+        empty batch (``B = 0``), as the sum is.
+      zero_infinity: replace the loss of sequences with no alignment of
+        nonzero probability (too few frames for their labels and repeats, see
+        :func:`feasible`, or every alignment through a ``-inf`` logit) by 0,
+        with zero gradient, as torch's flag does. This is decided on the
+        lattice (one more max-plus pass over it), not from the loss's size:
+        a long feasible sequence keeps its loss however large.
       grad_mode: ``"posterior"`` or ``"autodiff"``, see
         :func:`ctc_loss_with_forward_probs`.
       checked: value checks under ``jit`` via ``checkify``.
@@ -575,7 +596,7 @@ def ctc_loss(
         raise ValueError(
             f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}."
         )
-    loss, _, num_labels, log_epsilon = _loss_and_alphas(
+    loss, _, num_labels = _loss_and_alphas(
         logits,
         logit_paddings,
         labels,
@@ -585,11 +606,8 @@ def ctc_loss(
         grad_mode,
         checked,
         False,
+        zero_infinity,
     )
-    if zero_infinity:
-        ok = feasible(logit_paddings, labels, label_paddings)
-        ok &= loss < -0.5 * log_epsilon
-        loss = jnp.where(ok, loss, 0.0)
     return _reduce(loss, num_labels, reduction)
 
 
@@ -598,9 +616,10 @@ def _reduce(loss, num_labels, reduction):
         return loss
     if reduction == "sum":
         return jnp.sum(loss)
-    if reduction == "mean":
-        return jnp.mean(loss)
-    return jnp.mean(loss / jnp.maximum(num_labels, 1).astype(loss.dtype))
+    if reduction == "mean_by_label_length":
+        loss = loss / jnp.maximum(num_labels, 1).astype(loss.dtype)
+    # The mean of an empty batch is 0, as its sum is (not NaN).
+    return jnp.sum(loss) / max(loss.shape[0], 1)
 
 
 # ----------------------------------------------------------------------------
@@ -644,7 +663,8 @@ def sequence_log_probs(
     Raises:
       ValueError: for bad ranks or shapes or a ``blank_id`` out of range; with
         concrete values, for labels equal to ``blank_id`` or outside
-        ``[0, K)`` and paddings that are not 0/1 (see :func:`jaxctc.ctc_loss`).
+        ``[0, K)``, paddings that are not 0/1 and NaN or ``+inf`` logits (see
+        :func:`jaxctc.ctc_loss_with_forward_probs`).
       TypeError: for non-float ``logits`` or non-integer ``labels``.
 
     Examples:
@@ -675,10 +695,10 @@ def sequence_log_probs(
             f"got shape {labels.shape}."
         )
     paths = labels.shape[1] if labels.ndim == 3 else 1
+    # Explicit sizes: with N = 0 a -1 in the shape would be ambiguous.
+    flat_shape = (labels.shape[0] * paths, labels.shape[-1])
     flat, flat_paddings = _lattice.check_labels(
-        labels.reshape(-1, labels.shape[-1]),
-        label_paddings.reshape(-1, labels.shape[-1]),
-        labels.shape[0] * paths,
+        labels.reshape(flat_shape), label_paddings.reshape(flat_shape), flat_shape[0]
     )
     blank_id = _lattice.check_blank_id(blank_id, logits.shape[2])
     _lattice.check_values(logits, logit_paddings, flat, flat_paddings, blank_id, False)
@@ -691,17 +711,17 @@ def _rescore(logits, logit_paddings, labels, label_paddings, blank_id, paths):
     if paths != 1:
         logits = jnp.repeat(logits, paths, axis=0)
         logit_paddings = jnp.repeat(logit_paddings, paths, axis=0)
-    log_epsilon = -1e5
+    # The lowest floor: rescoring should be exact for every finite score.
     loss = ctc_loss(
         logits,
         logit_paddings,
         labels,
         label_paddings,
         blank_id=blank_id,
-        log_epsilon=log_epsilon,
+        log_epsilon=_lattice.MIN_LOG_EPSILON,
     )
-    # Paths through clamped (-inf) emissions score about log_epsilon or less.
-    possible = feasible(logit_paddings, labels, label_paddings) & (
-        loss < -0.5 * log_epsilon
+    lattice, frame_valid = _lattice_inputs(
+        logit_paddings, labels, label_paddings, blank_id
     )
+    possible = _lattice.reachable(logits, lattice, frame_valid)
     return jnp.where(possible, -loss, -jnp.inf)

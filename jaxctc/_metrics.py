@@ -13,6 +13,8 @@ row ``D[i, 0..M]`` over the reference. Within a row the insertion chain
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,9 +23,12 @@ from jaxctc import _lattice
 
 
 def _check_pair(labels, paddings, name):
-    return _lattice.check_labels(
-        labels, paddings, name=name, paddings_name=f"{name[:-1]}_paddings"
+    paddings_name = f"{name[:-1]}_paddings"
+    labels, paddings = _lattice.check_labels(
+        labels, paddings, name=name, paddings_name=paddings_name
     )
+    _lattice.check_paddings(paddings, paddings_name)
+    return labels, paddings
 
 
 def _check_inputs(labels, label_paddings, references, reference_paddings):
@@ -36,6 +41,13 @@ def _check_inputs(labels, label_paddings, references, reference_paddings):
             "`labels` and `references` must have the same batch size, got "
             f"{labels.shape} and {references.shape}."
         )
+    # Compared in a dtype that holds both (int64 stays int64: an int64 label
+    # wrapped to int32 could equal another).
+    dtype = np.promote_types(labels.dtype, references.dtype)
+    if not np.issubdtype(dtype, np.integer):  # uint64 with a signed type
+        dtype = np.dtype(np.int64)
+    dtype = jax.dtypes.canonicalize_dtype(dtype)
+    labels, references = labels.astype(dtype), references.astype(dtype)
     return labels, label_paddings, references, reference_paddings
 
 
@@ -79,8 +91,9 @@ def _words(labels, valid, separator_id):
     """Splits compacted tokens into words, as ``str.split()`` does.
 
     Returns ``(words [B, N, N], lengths [B, N], is_word [B, N])``: word ``w``
-    holds its tokens left-aligned (``-1`` after its end), ``lengths`` its
-    length and ``is_word`` whether that word exists.
+    holds its tokens left-aligned (0 after its end: words are equal when
+    their tokens and ``lengths`` are), ``lengths`` its length and ``is_word``
+    whether that word exists.
     """
     batch, n = labels.shape
     content = valid & (labels != separator_id)
@@ -92,7 +105,7 @@ def _words(labels, valid, separator_id):
     pos = i - start_at
     word = jnp.where(content, word, n)  # out of range: dropped by the scatter
     b = jnp.arange(batch, dtype=jnp.int32)[:, None]
-    words = jnp.full((batch, n, n), -1, jnp.int32)
+    words = jnp.zeros((batch, n, n), labels.dtype)
     words = words.at[b, word, pos].set(labels, mode="drop")
     lengths = jnp.zeros((batch, n), jnp.int32).at[b, word].add(1, mode="drop")
     num_words = jnp.sum(start, axis=1, dtype=jnp.int32)
@@ -139,7 +152,8 @@ def edit_distance(
 
     Raises:
       ValueError: ``labels`` or ``references`` not of rank 2, paddings of
-        another shape, or batch sizes that differ.
+        another shape, or batch sizes that differ; with concrete values
+        (outside ``jit``), paddings that are not 0/1.
       TypeError: non-integer ``labels`` or ``references``, or a
         ``separator_id`` that is not an int.
 
@@ -166,6 +180,15 @@ def edit_distance(
         or isinstance(separator_id, bool)
     ):
         raise TypeError(f"`separator_id` must be an int or None, got {separator_id!r}.")
+    return _distances(
+        labels, label_paddings, references, reference_paddings, separator_id
+    )
+
+
+# Checked eagerly, computed as one jitted computation: called outside ``jit``
+# it compiles once per shape (the scan alone would be traced on every call).
+@functools.partial(jax.jit, static_argnums=4)
+def _distances(labels, label_paddings, references, reference_paddings, separator_id):
     hyp, hyp_valid, _ = _compact(labels, label_paddings)
     ref, ref_valid, ref_count = _compact(references, reference_paddings)
     if separator_id is None:

@@ -158,7 +158,8 @@ def prefix_search(
       compute dtype; ``starts`` and ``ends`` are None.
 
     Raises:
-      ValueError: for a bad rank or shape or a ``blank_id`` out of range.
+      ValueError: for a bad rank or shape, a ``blank_id`` out of range, NaN
+        or ``+inf`` logits, or paddings that are not 0/1.
       TypeError: for non-float ``logits``, or traced inputs (inside ``jit``).
 
     Examples:
@@ -183,6 +184,8 @@ def prefix_search(
         )
     logits, logit_paddings = _lattice.check_logits(logits, logit_paddings)
     blank_id = _lattice.check_blank_id(blank_id, logits.shape[2])
+    _lattice.check_paddings(logit_paddings, "logit_paddings")
+    _lattice.check_finite_logits(logits)
     dtype = _lattice.compute_dtype(logits.dtype)
     x = np.asarray(logits.astype(dtype), np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
