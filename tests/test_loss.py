@@ -117,6 +117,46 @@ def test_empty_labels_and_fully_padded_frames():
     np.testing.assert_allclose(loss[2], 0.0)  # empty labelling of nothing
 
 
+@pytest.mark.parametrize("grad_mode", ["posterior", "autodiff"])
+def test_grad_of_loss_with_empty_labels(grad_mode):
+    # Issue 11, item 1: label arrays with N = 0 (e.g. a decoder's output on no
+    # frames). The only labelling is all blank: loss -sum log p(blank), and
+    # the gradient softmax minus the blank's one-hot on valid frames.
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 5, 4))
+    lpad = np.zeros((3, 5))
+    lpad[1, 3:] = 1.0
+    lpad[2] = 1.0
+    labels, lab_pad = np.zeros((3, 0), np.int32), np.zeros((3, 0))
+    lp = references.log_softmax(logits)
+
+    def total(x):
+        return jnp.sum(jaxctc.ctc_loss(x, lpad, labels, lab_pad, grad_mode=grad_mode))
+
+    loss = jaxctc.ctc_loss(logits, lpad, labels, lab_pad)
+    for b in range(3):
+        want = -references.log_prob(lp[b][lpad[b] == 0], [], 0)
+        np.testing.assert_allclose(loss[b], want, rtol=1e-12, atol=1e-12)
+    expected = (np.exp(lp) - np.eye(4)[0]) * (1 - lpad)[:, :, None]
+    np.testing.assert_allclose(jax.grad(total)(logits), expected, atol=1e-12)
+    np.testing.assert_allclose(jax.jit(jax.grad(total))(logits), expected, atol=1e-12)
+
+
+def test_forward_probs_with_empty_labels():
+    # Issue 11, item 1: the blank alphas are the all-blank prefix scores.
+    logits = np.random.default_rng(1).normal(size=(2, 4, 3))
+    lpad = np.zeros((2, 4))
+    loss, blank, label = jaxctc.ctc_loss_with_forward_probs(
+        logits, lpad, np.zeros((2, 0), np.int32), np.zeros((2, 0))
+    )
+    assert blank.shape == (4, 2, 1) and label.shape == (4, 2, 0)
+    lp = references.log_softmax(logits)
+    np.testing.assert_allclose(
+        blank[:, :, 0], np.cumsum(lp[:, :, 0], axis=1).T, rtol=1e-12
+    )
+    np.testing.assert_allclose(loss, -lp[:, :, 0].sum(1), rtol=1e-12)
+
+
 # ----------------------------------------------------------------------------
 # Parity with optax (float32, padded batches)
 # ----------------------------------------------------------------------------
@@ -283,6 +323,42 @@ def test_posterior_gradient_equals_autodiff(classes, where):
     )
 
 
+def test_autodiff_gradient_at_exact_ties():
+    # Issue 11, item 2: all-zero logits (a zero-initialised output layer) tie
+    # every predecessor exactly; autodiff through abs() took d|x|/dx = 1 at 0.
+    args = (np.zeros((1, 4)), np.array([[1]]), np.zeros((1, 1)))
+
+    def f(mode, x):
+        return jnp.sum(jaxctc.ctc_loss(x, *args, grad_mode=mode))
+
+    def g(fn, x):
+        return jax.grad(lambda v: jnp.sum(fn(v, *args)))(x)
+
+    zeros = jnp.zeros((1, 4, 2))
+    autodiff = jax.grad(functools.partial(f, "autodiff"))(zeros)
+    np.testing.assert_allclose(autodiff, g(optax_ref(optax.ctc_loss), zeros), atol=1e-6)
+    np.testing.assert_allclose(
+        autodiff, jax.grad(functools.partial(f, "posterior"))(zeros), atol=1e-6
+    )
+    check_grads(
+        functools.partial(f, "autodiff"),
+        (zeros.astype(jnp.float64),),
+        order=1,
+        modes=("rev",),
+        atol=1e-6,
+        rtol=1e-6,
+    )
+    # Integer-valued logits: ties on every frame of a padded batch.
+    rng = np.random.default_rng(0)
+    logits, *rest = random_batch(rng, 4, 8, 3, 3, dtype=np.float64)
+    logits = np.round(logits).astype(np.float64)
+    modes = [
+        jax.grad(lambda x, m=m: jnp.sum(jaxctc.ctc_loss(x, *rest, grad_mode=m)))(logits)
+        for m in ("posterior", "autodiff")
+    ]
+    np.testing.assert_allclose(modes[0], modes[1], atol=1e-10)
+
+
 def test_higher_order_and_forward_mode_with_autodiff():
     logits, lpad, labels, lab_pad = _f64_batch(2)
     x = jnp.asarray(logits[:2, :5])
@@ -401,6 +477,62 @@ def test_masked_classes_give_finite_loss_and_gradient():
     np.testing.assert_allclose(z[1:], loss[1:])
 
 
+@pytest.mark.parametrize("grad_mode", ["posterior", "autodiff"])
+def test_frame_of_only_minus_inf_logits_gives_finite_loss_and_gradient(grad_mode):
+    # Issue 11, item 4: every class masked on a valid frame. Each of its
+    # emissions is floored to log_epsilon, as a uniform frame (p = 1/K) times
+    # K * exp(log_epsilon): the loss is that of a uniform frame, minus
+    # log_epsilon and log K; finite, and so is the gradient.
+    logits, lpad, labels, lab_pad = random_batch(
+        np.random.default_rng(2), 3, 8, 4, 3, dtype=np.float64
+    )
+    lpad[0] = 0.0
+    masked, uniform = logits.copy(), logits.copy()
+    masked[0, 3] = -np.inf
+    uniform[0, 3] = 0.0
+    log_epsilon = -1e5
+    loss = jaxctc.ctc_loss(masked, lpad, labels, lab_pad, grad_mode=grad_mode)
+    want = jaxctc.ctc_loss(uniform, lpad, labels, lab_pad)
+    want = want.at[0].add(-log_epsilon - np.log(4))
+    np.testing.assert_allclose(loss, want, rtol=1e-12)
+    grad = jax.grad(
+        lambda x: jnp.sum(
+            jaxctc.ctc_loss(x, lpad, labels, lab_pad, grad_mode=grad_mode)
+        )
+    )(masked)
+    assert np.all(np.isfinite(grad))
+    # The other sequences are untouched.
+    np.testing.assert_allclose(
+        grad[1:],
+        jax.grad(lambda x: jnp.sum(jaxctc.ctc_loss(x, lpad, labels, lab_pad)))(uniform)[
+            1:
+        ],
+        atol=1e-12,
+    )
+
+
+def test_loss_is_shift_invariant_at_large_logits():
+    # Issue 11, item 6: log-softmax is (x - max) - log sum exp(x - max); the
+    # rounded sum max + log sum would lose an ulp of 1e5 per frame (0.1-0.2
+    # nats over 1000 frames, measured) and all of log K at 3e38.
+    rng = np.random.default_rng(3)
+    logits, lpad, labels, lab_pad = random_batch(rng, 2, 1000, 8, 100)
+    shifted = (logits + np.float32(1e5)).astype(np.float32)
+    loss32 = jaxctc.ctc_loss(shifted, lpad, labels, lab_pad)
+    loss64 = jaxctc.ctc_loss(shifted.astype(np.float64), lpad, labels, lab_pad)
+    assert float(jnp.min(loss64)) > 100
+    np.testing.assert_allclose(loss32, loss64, atol=5e-3)
+    # Uniform logits at the top of float32: the loss of uniform frames.
+    args = (np.zeros((1, 3)), np.array([[1]]), np.zeros((1, 1)))
+    lp = references.log_softmax(np.zeros((3, 5)))
+    want = -references.log_prob(lp, [1], 0)
+    for value in (3e38, -3e38):
+        x = np.full((1, 3, 5), value, np.float32)
+        np.testing.assert_allclose(jaxctc.ctc_loss(x, *args), [want], rtol=1e-6)
+        post = jaxctc.posteriors(x, *args)
+        np.testing.assert_allclose(post, jaxctc.posteriors(0 * x, *args), atol=1e-6)
+
+
 def test_very_long_sequences():
     rng = np.random.default_rng(0)
     frames = 20000
@@ -476,6 +608,59 @@ def test_zero_infinity_and_feasible():
         lambda x: jnp.sum(jaxctc.ctc_loss(x, lpad, labels, lab_pad, zero_infinity=True))
     )(logits)
     assert np.all(g[2] == 0.0) and np.any(g[0] != 0.0)
+
+
+def test_zero_infinity_keeps_long_feasible_sequences():
+    # Issue 11, item 11: a feasible sequence whose loss exceeds -log_epsilon / 2
+    # (5e4 nats) was taken for an impossible one. Infeasibility is now read
+    # off the lattice; the loss, its gradient and its rescoring stay (torch
+    # keeps such losses too).
+    rng = np.random.default_rng(5)
+    logits = (20 * rng.normal(size=(2, 3000, 8))).astype(np.float32)
+    lpad = np.zeros((2, 3000), np.float32)
+    labels = rng.integers(1, 8, size=(2, 50)).astype(np.int32)
+    lab_pad = np.zeros((2, 50), np.float32)
+    labels[1, 0] = 7
+    logits[1, :, 7] = -np.inf  # sequence 1 has no path: zeroed
+
+    def value_and_grad(zero_infinity):
+        return jax.jit(
+            jax.value_and_grad(
+                lambda x: jnp.sum(
+                    jaxctc.ctc_loss(
+                        x, lpad, labels, lab_pad, zero_infinity=zero_infinity
+                    )
+                    * jnp.array([1.0, 0.0], jnp.float32)
+                )
+            )
+        )(logits)
+
+    plain = jaxctc.ctc_loss(logits, lpad, labels, lab_pad)
+    ref = optax_ref(optax.ctc_loss)(logits[:1], lpad[:1], labels[:1], lab_pad[:1])
+    assert float(plain[0]) > 5e4  # the old rule zeroed it
+    np.testing.assert_allclose(plain[0], ref[0], rtol=1e-4)
+    zeroed = jaxctc.ctc_loss(logits, lpad, labels, lab_pad, zero_infinity=True)
+    np.testing.assert_array_equal(zeroed, [plain[0], 0.0])
+    (l0, g0), (l1, g1) = value_and_grad(False), value_and_grad(True)
+    np.testing.assert_array_equal(l1, l0)
+    np.testing.assert_array_equal(g1, g0)
+    assert np.any(g1 != 0.0)
+    rescored = jaxctc.sequence_log_probs(logits, lpad, labels, lab_pad)
+    np.testing.assert_allclose(rescored[0], -plain[0], rtol=1e-6)
+    assert rescored[1] == -np.inf
+
+
+@pytest.mark.parametrize("reduction", ["mean", "mean_by_label_length"])
+def test_mean_reductions_of_an_empty_batch_are_zero(reduction):
+    # Issue 11, item 12: the mean over no sequence is 0, as the sum is.
+    args = [np.zeros((0,) + a.shape[1:], a.dtype) for a in GOOD]
+
+    def f(x):
+        return jaxctc.ctc_loss(x, *args[1:], reduction=reduction)
+
+    assert float(f(args[0])) == 0.0
+    grad = jax.grad(f)(args[0])
+    assert grad.shape == args[0].shape
 
 
 # ----------------------------------------------------------------------------
@@ -570,6 +755,8 @@ BAD_VALUES = [
     ),
     (_with(3, np.array([[1, 0, 0], [0, 0, 0]], np.float32)), "must be right-padded"),
     (_with(0, np.full((2, 5, 4), np.nan, np.float32)), "`logits` contain NaN"),
+    # Issue 11, item 5: +inf logits (also f16 logits above 65504) are rejected.
+    (_with(0, np.full((2, 5, 4), np.inf, np.float32)), r"`logits` contain \+inf"),
 ]
 
 
@@ -589,6 +776,72 @@ def test_value_errors_under_jit_with_checkify(args, match):
         err.throw()
     err, _ = checked(*GOOD)
     err.throw()  # good input: no error
+
+
+@pytest.mark.parametrize("grad_mode", ["posterior", "autodiff"])
+@pytest.mark.parametrize("args,match", BAD_VALUES)
+def test_value_errors_under_eager_grad(args, match, grad_mode):
+    # Issue 11, item 3: the values under an eager jax.grad are concrete, so
+    # the checks run there as on a plain call.
+    def f(x):
+        return jnp.sum(jaxctc.ctc_loss(x, *args[1:], grad_mode=grad_mode))
+
+    with pytest.raises(ValueError, match=match):
+        jax.grad(f)(args[0])
+    with pytest.raises(ValueError, match=match):
+        jax.grad(
+            lambda x: jnp.sum(jaxctc.ctc_loss_with_forward_probs(x, *args[1:])[0])
+        )(args[0])
+
+
+@pytest.mark.parametrize("value", [-np.inf, np.nan, 0.0, 5.0, -1e30])
+def test_log_epsilon_must_be_finite_and_negative(value):
+    # Issue 11, item 7: -inf and NaN gave NaN, 0 and above a loss of 0 for any
+    # input, and below -1e20 the floor reaches the lattice's own fill.
+    with pytest.raises(ValueError, match="`log_epsilon` must be finite and negative"):
+        jaxctc.ctc_loss(*GOOD, log_epsilon=value)
+    with pytest.raises(ValueError, match="`log_epsilon` must be finite and negative"):
+        jaxctc.forced_align(*GOOD, log_epsilon=value)
+    checked = checkify.checkify(
+        jax.jit(lambda e: jaxctc.ctc_loss(*GOOD, log_epsilon=e, checked=True))
+    )
+    err, _ = checked(jnp.float32(value))
+    with pytest.raises(checkify.JaxRuntimeError, match="`log_epsilon` must be"):
+        err.throw()
+
+
+def test_log_epsilon_range_limits_are_accepted():
+    # The loss of a sequence whose emissions are all above the floor does not
+    # depend on it.
+    logits, lpad, labels, lab_pad = random_batch(np.random.default_rng(1), 3, 6, 4, 3)
+    want = jaxctc.ctc_loss(logits, lpad, labels, lab_pad)
+    for value in (-1e20, -50.0):
+        np.testing.assert_allclose(
+            jaxctc.ctc_loss(logits, lpad, labels, lab_pad, log_epsilon=value),
+            want,
+            rtol=1e-6,
+        )
+
+
+@pytest.mark.parametrize("label", [2**32 + 1, 2**32, -(2**32) + 1])
+def test_int64_labels_are_range_checked_before_narrowing(label):
+    # Issue 11, item 8: with x64, label 2**32 + 1 was narrowed to 1 (and
+    # 2**32 to the blank) before the range check.
+    assert jax.config.read("jax_enable_x64")  # set by conftest.py
+    args = _with(2, np.array([[1, label, 1], [1, 1, 1]], np.int64))
+    with pytest.raises(ValueError, match=r"must lie in \[0, K\)"):
+        jaxctc.ctc_loss(*args)
+    checked = checkify.checkify(
+        jax.jit(functools.partial(jaxctc.ctc_loss, checked=True))
+    )
+    err, _ = checked(*args)
+    with pytest.raises(checkify.JaxRuntimeError, match=r"must lie in \[0, K\)"):
+        err.throw()
+    # In range, int64 labels give the int32 result.
+    ok = _with(2, np.array([[1, 3, 1], [1, 2, 1]], np.int64))
+    np.testing.assert_array_equal(
+        jaxctc.ctc_loss(*ok), jaxctc.ctc_loss(*ok[:2], ok[2].astype(np.int32), ok[3])
+    )
 
 
 def test_padded_labels_may_hold_any_value():

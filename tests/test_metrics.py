@@ -161,3 +161,37 @@ def test_bad_inputs():
         jaxctc.edit_distance(ok, pad, ok[:1], pad[:1])
     with pytest.raises(TypeError, match="`separator_id`"):
         jaxctc.edit_distance(ok, pad, ok, pad, separator_id=1.0)
+
+
+def test_edit_distance_compares_int64_labels_unwrapped():
+    # Issue 11, item 8: with x64, 2**32 + 1 was narrowed to int32 (1) first.
+    big = np.array([[2**32 + 1, 7]], np.int64)
+    small = np.array([[1, 7]], np.int32)
+    zeros = np.zeros((1, 2))
+    assert jaxctc.edit_distance(big, zeros, small, zeros).tolist() == [1]
+    assert jaxctc.edit_distance(small, zeros, big, zeros).tolist() == [1]
+    assert jaxctc.edit_distance(big, zeros, big, zeros).tolist() == [0]
+    words = jaxctc.edit_distance(big, zeros, small, zeros, separator_id=7)
+    assert words.tolist() == [1]
+
+
+@pytest.mark.parametrize("value", [0.5, 2.0, np.nan, -1.0])
+@pytest.mark.parametrize("side", ["label_paddings", "reference_paddings"])
+@pytest.mark.parametrize(
+    "metric",
+    [
+        jaxctc.edit_distance,
+        jaxctc.char_error_rate,
+        lambda *a: jaxctc.word_error_rate(*a, separator_id=0),
+    ],
+)
+def test_paddings_that_are_not_zero_or_one_raise(value, side, metric):
+    # Issue 11, item 13: such paddings were read as "padded".
+    labels = np.array([[1, 2, 0, 3]], np.int32)
+    good = np.zeros((1, 4), np.float32)
+    bad = good.copy()
+    bad[0, 1] = value
+    args = [labels, good, labels, good]
+    args[1 if side == "label_paddings" else 3] = bad
+    with pytest.raises(ValueError, match=f"`{side}` must contain only 0 and 1"):
+        metric(*args)

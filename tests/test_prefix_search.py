@@ -38,3 +38,21 @@ def test_prefix_search_split_sections(rng):
     np.testing.assert_allclose(split.log_probs[0], table[want][0], rtol=1e-9)
     with pytest.raises(TypeError, match="host"):
         jax.jit(jaxctc.prefix_search)(logits, np.zeros((1, 7)))
+
+
+@pytest.mark.parametrize(
+    "where,value,match",
+    [
+        ("logits", np.nan, "`logits` contain NaN"),
+        ("logits", np.inf, r"`logits` contain \+inf"),
+        ("paddings", 0.5, "`logit_paddings` must contain only 0 and 1"),
+        ("paddings", np.nan, "`logit_paddings` must contain only 0 and 1"),
+    ],
+)
+def test_prefix_search_checks_its_inputs(where, value, match):
+    # Issue 11, item 13: NaN logits gave a finite score, paddings of 0.5 were
+    # taken as padded.
+    logits, paddings = np.zeros((2, 3, 3)), np.zeros((2, 3))
+    (logits if where == "logits" else paddings)[1, 1] = value
+    with pytest.raises(ValueError, match=match):
+        jaxctc.prefix_search(logits, paddings)
