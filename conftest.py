@@ -1,11 +1,30 @@
-"""Test configuration: strict promotion and float64 for the references."""
+"""Test configuration: strict promotion and float64 for the references, and
+the hypothesis profiles of the property tests."""
+
+import os
 
 import jax
 import pytest
+from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+# "ci" (the default): a few hundred examples per property, the same ones on
+# every run (derandomized: CI is not flaky), no example database written into
+# the tree. "thorough": ten times more, fresh examples each run, e.g.
+# HYPOTHESIS_PROFILE=thorough pytest tests/test_properties.py
+_PROPERTY_SETTINGS = dict(
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "ci", max_examples=200, derandomize=True, **_PROPERTY_SETTINGS
+)
+settings.register_profile("thorough", max_examples=2000, **_PROPERTY_SETTINGS)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture
