@@ -334,7 +334,7 @@ def _class_occupancy(
         logits, states, skip, final, frame_valid, log_epsilon, True
     )
     split = _lattice.split(states, skip, final)
-    zeros = jnp.zeros(logits.shape[::2], logits.dtype)  # [B, K]
+    zeros = jnp.zeros_like(logits[:, 0])  # [B, K], sharded like the batch
 
     def on_frame(t, blank, label, ok, post):
         blank, label = _loss._frame_posteriors(blank, label, ok)

@@ -190,8 +190,9 @@ def _gradient_by_class_sums(
         )
 
     dtype = logits.dtype
-    # Zeros shaped like (and sharded like) the weights: [T, B, N] and [T, B].
-    kept = (jnp.zeros_like(weights.own), jnp.zeros_like(weights.blank[:, :, 0]))
+    # Zeros shaped like (and sharded like) the weights: [T, B, N] and [T, B]
+    # (a sum's shape, not a slice's: N may be 0; the sum itself is not run).
+    kept = (jnp.zeros_like(weights.own), jnp.zeros_like(jnp.sum(weights.own, 2)))
     labels, blanks = _lattice.smooth(
         weights, lattice.skip, frame_valid, *ends, on_frame, kept
     )
