@@ -36,14 +36,14 @@ class BucketTable:
     Attributes:
       bucket_start: ``[num_buckets]`` int32, each bucket's first entry
         (``num_buckets`` a power of two).
-      key_a, key_b: ``[num_entries + probes]`` int32 (``-1`` past the end).
+      keys: ``[num_entries + probes, 2]`` int32 (``-1`` past the end), the
+        two keys side by side so that a probe reads them in one gather.
       values: a tuple of ``[num_entries + probes]`` arrays.
       probes: the entries a lookup reads.
     """
 
     bucket_start: jax.Array
-    key_a: jax.Array
-    key_b: jax.Array
+    keys: jax.Array
     values: tuple
     probes: int = dataclasses.field(metadata=dict(static=True))
 
@@ -67,8 +67,7 @@ def build(key_a, key_b, values, empty) -> BucketTable:
 
     return BucketTable(
         bucket_start=jnp.asarray(starts),
-        key_a=column(key_a, -1),
-        key_b=column(key_b, -1),
+        keys=jnp.stack([column(key_a, -1), column(key_b, -1)], axis=1),
         values=tuple(column(v, e) for v, e in zip(values, empty, strict=True)),
         probes=probes,
     )
@@ -82,9 +81,10 @@ def lookup(table: BucketTable, a, b):
     first = table.bucket_start[bucket.astype(jnp.int32)]
     offsets = jnp.arange(table.probes, dtype=jnp.int32)
     pos = first[..., None] + offsets.reshape((1,) * first.ndim + (table.probes,))
-    hit = (table.key_a[pos] == a[..., None]) & (table.key_b[pos] == b[..., None])
+    keys = table.keys[pos]
+    hit = (keys[..., 0] == a[..., None]) & (keys[..., 1] == b[..., None])
     found = jnp.any(hit, axis=-1)
     entry = jnp.take_along_axis(pos, jnp.argmax(hit, axis=-1)[..., None], -1)[..., 0]
     # Past the end the padding holds the empty values.
-    entry = jnp.where(found, entry, table.key_a.shape[0] - 1)
+    entry = jnp.where(found, entry, table.keys.shape[0] - 1)
     return (found, *(v[entry] for v in table.values))

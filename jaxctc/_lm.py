@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxctc import _arpa, _buckets, _ngram
+from jaxctc import _arpa, _children, _ngram
 
 
 class LMState(NamedTuple):
@@ -86,8 +86,8 @@ class NGramLM:
 
     Attributes:
       tables: the n-gram model (:class:`jaxctc._ngram.NGramTables`).
-      trie: word-level: the lexicon trie, keyed ``(node, class)`` with the
-        child node; ``node_word [num_nodes]`` the LM word that ends at each
+      trie: word-level: the lexicon trie over the classes
+        (:class:`jaxctc._children.Children`); ``node_word [num_nodes]`` the LM word that ends at each
         node (``<unk>`` where none does). Token-level: ``class_word [K]``,
         each class's LM word (``<unk>`` for the blank and unknown labels).
       weight, bonus, unk_score: float32 scalars (pytree leaves: changing them
@@ -115,7 +115,7 @@ class NGramLM:
     """
 
     tables: _ngram.NGramTables
-    trie: _buckets.BucketTable | None
+    trie: _children.Children | None
     node_word: jax.Array
     class_word: jax.Array
     weight: jax.Array
@@ -195,22 +195,14 @@ class NGramLM:
             raise ValueError(
                 f"`word_delimiter` {word_delimiter!r} is not among the labels."
             )
-        children: dict[tuple[int, int], int] = {}
-        node_word = [unk]  # the root
-        unspellable = 0
+        delimiter = label_index[word_delimiter]
+        spellings, spelled = [], []
         for w in lm_words:
             spelling = [label_index.get(c) for c in w]
-            if not w or None in spelling or label_index[word_delimiter] in spelling:
-                unspellable += 1
-                continue
-            node = 0
-            for k in spelling:
-                child = children.get((node, k))
-                if child is None:
-                    child = children[(node, k)] = len(node_word)
-                    node_word.append(unk)
-                node = child
-            node_word[node] = word_id[w]
+            if w and None not in spelling and delimiter not in spelling:
+                spellings.append(spelling)
+                spelled.append(word_id[w])
+        unspellable = len(lm_words) - len(spellings)
         if unspellable:
             warnings.warn(
                 f"{os.fspath(path)}: {unspellable} of the LM's {len(lm_words)} "
@@ -218,20 +210,16 @@ class NGramLM:
                 "emitted.",
                 stacklevel=2,
             )
-        keys = np.array(list(children), np.int32).reshape(-1, 2)
-        trie = _buckets.build(
-            keys[:, 0],
-            keys[:, 1],
-            (np.array(list(children.values()), np.int32),),
-            empty=(-1,),
-        )
+        trie, ends = _children.build(spellings, len(labels))
+        node_word = np.full(trie.num_nodes, unk, np.int32)
+        node_word[ends] = spelled
         return cls(
             tables=tables,
             trie=trie,
             node_word=jnp.asarray(node_word, jnp.int32),
             class_word=jnp.zeros((1,), jnp.int32),
             bonus=jnp.float32(weights["word_bonus"]),
-            delimiter=label_index[word_delimiter],
+            delimiter=delimiter,
             unk=unk,
             **values,
         )
@@ -279,7 +267,7 @@ class NGramLM:
         end_delta, end_lm = self._word_end(state)
         end_delta = jnp.broadcast_to(end_delta[..., None], tokens.shape)
         end_lm = jnp.broadcast_to(end_lm[..., None], tokens.shape)
-        found, child = _buckets.lookup(self.trie, jnp.maximum(expand.node, 0), tokens)
+        found, child = self.trie.child(jnp.maximum(expand.node, 0), tokens)
         alive = expand.node >= 0
         char_node = jnp.where(alive & found, child, -1)
         char_delta = jnp.where(alive & ~found, self.unk_score, 0.0)

@@ -16,7 +16,7 @@ context to the longest suffix that is a state loses nothing: a longer
 context that is no state has no n-gram and backoff weight 0.
 
 The arcs are found by their key ``(state, word)`` in a static hash map
-(:mod:`jaxctc._buckets`): one gather of fixed shape per try.
+(:mod:`jaxctc._buckets`); the ``order`` tries of one word are one lookup.
 """
 
 from __future__ import annotations
@@ -168,18 +168,23 @@ def advance(tables: NGramTables, state, word):
     """
     state = jnp.asarray(state, jnp.int32)
     word = jnp.asarray(word, jnp.int32)
-    total = jnp.zeros(state.shape, jnp.float32)
-    done = jnp.zeros(state.shape, bool)
-    next_state = jnp.zeros(state.shape, jnp.int32)
-    current = state
-    for _ in range(tables.order):
-        found, log_prob, after = _buckets.lookup(tables.arcs, current, word)
-        hit = found & ~done
-        total = total + jnp.where(
-            done, 0.0, jnp.where(found, log_prob, tables.backoff[current])
-        )
-        next_state = jnp.where(hit, after, next_state)
-        done = done | found
-        current = jnp.where(done, current, tables.backoff_state[current])
+    # The context and its backoff states, with the backoff weights paid to
+    # reach each (the root backs off to itself at no cost): all ``order``
+    # tries are independent, so they are one lookup, not a chain of them.
+    contexts, paid = [state], [jnp.zeros(state.shape, jnp.float32)]
+    for _ in range(tables.order - 1):
+        paid.append(paid[-1] + tables.backoff[contexts[-1]])
+        contexts.append(tables.backoff_state[contexts[-1]])
+    contexts = jnp.stack(contexts, axis=-1)
+    words = jnp.broadcast_to(word[..., None], contexts.shape)
+    found, log_prob, after = _buckets.lookup(tables.arcs, contexts, words)
+    # The longest context with an arc decides.
+    first = jnp.argmax(found, axis=-1)[..., None]
+
+    def pick(x):
+        return jnp.take_along_axis(x, first, axis=-1)[..., 0]
+
+    total = pick(jnp.stack(paid, axis=-1)) + pick(log_prob)
     # A word with no unigram is none of the model's: -inf, back to the root.
-    return jnp.where(done, total, -jnp.inf), next_state
+    known = jnp.any(found, axis=-1)
+    return jnp.where(known, total, -jnp.inf), jnp.where(known, pick(after), 0)
