@@ -40,12 +40,13 @@ class Lexicon:
 
     A prefix scored :math:`-\infty` ranks below every allowed one, so it
     stays in the beam only while fewer than ``beam_width`` allowed prefixes
-    exist, and its extensions are all :math:`-\infty` too (its state is
-    dead). ``prefix_beam_search`` returns such hypotheses, when fewer than
-    ``top_paths`` allowed ones were found, with ``scores = -inf`` (their
-    ``log_probs`` and labels are those of the disallowed text): check
-    ``scores > -inf``. No NaN arises: the other scorers' contributions are
-    finite, and the search only adds scores.
+    exist (tied with empty slots, it may be dropped), and its extensions are
+    all :math:`-\infty` too (its state is dead). When fewer than
+    ``top_paths`` allowed hypotheses were found, ``prefix_beam_search``
+    returns the rest with ``scores = -inf``: check ``scores > -inf`` (their
+    ``log_probs`` and labels are those of a disallowed text, or ``-inf`` and
+    empty). No NaN arises: the other scorers' contributions are finite, and
+    the search only adds scores.
 
     Args:
       words: the allowed words (strings without whitespace; empty strings are

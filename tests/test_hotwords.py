@@ -167,7 +167,7 @@ def check_search(scorers, fusion, logits, paddings, width, paths):
         assert np.all(np.asarray(hyp.scores[b, len(want) :]) == -np.inf)
 
 
-def _random_logits(seed, batch=3, frames=10):
+def random_logits(seed, batch=3, frames=10):
     rng = np.random.default_rng(seed)
     logits, paddings = ref.random_batch(rng, batch, frames, len(LABELS), scale=2.5)
     return logits.astype(np.float32), paddings
@@ -178,7 +178,7 @@ def test_search_equals_textbook_search(width):
     phrases = ["ab", "b a", "cab", [3, 3]]
     hot = Hotwords(phrases, LABELS, weight=2.0)
     fusion = ref.hotword_fusion(phrases, LABELS, 2.0)
-    check_search((hot,), fusion, *_random_logits(width), width, 2)
+    check_search((hot,), fusion, *random_logits(width), width, 2)
 
 
 WORDS = ["a", "ab", "ba", "abc", "cab", "bb", "c"]
@@ -195,22 +195,15 @@ def test_search_with_an_ngram_lm_equals_textbook_search(tmp_path):
         aref.word_fusion(model, order, LABELS, " ", 0.8, 0.5, -3.0),
         ref.hotword_fusion(phrases, LABELS, 1.5),
     )
-    check_search((lm, hot), fusion, *_random_logits(11), 4, 2)
+    check_search((lm, hot), fusion, *random_logits(11), 4, 2)
 
 
 def test_no_phrases_add_nothing():
-    logits, paddings = _random_logits(5)
+    logits, paddings = random_logits(5)
     hyp = jaxctc.prefix_beam_search(
         logits, paddings, beam_width=4, top_paths=2, scorers=(Hotwords([], LABELS),)
     )
     np.testing.assert_array_equal(hyp.scores, hyp.log_probs)
-
-
-@pytest.fixture
-def bugs_bunny_arpa(tmp_path):
-    path = tmp_path / "bugs_bunny.arpa"
-    path.write_text(BUGS_BUNNY)
-    return path
 
 
 @pytest.mark.parametrize(
@@ -224,7 +217,9 @@ def bugs_bunny_arpa(tmp_path):
         (["bugs", "bunny"], 10.0, True, "bugs bunny", 2),
     ],
 )
-def test_pyctcdecode_vectors(bugs_bunny_arpa, phrases, weight, with_lm, text, matches):
+def test_pyctcdecode_vectors(tmp_path, phrases, weight, with_lm, text, matches):
+    bugs_bunny_arpa = tmp_path / "bugs_bunny.arpa"
+    bugs_bunny_arpa.write_text(BUGS_BUNNY)
     hot = Hotwords(phrases, BUGS_LABELS, weight=weight)
     lm = NGramLM.from_arpa(bugs_bunny_arpa, BUGS_LABELS, weight=0.5, word_bonus=1.5)
     scorers = (lm, hot) if with_lm else (hot,)
