@@ -15,6 +15,7 @@ so that the device does one lookup per candidate.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -84,10 +85,14 @@ class Spelling:
             out.extend(self.symbols[int(k)])
         return tuple(out)
 
+    @functools.cached_property
+    def _pieces(self):
+        pieces = {s for s in self.symbols if s}
+        return pieces, max(map(len, pieces), default=0)
+
     def spellable(self, symbols) -> bool:
         """Whether some token sequence spells ``symbols`` exactly."""
-        pieces = {s for s in self.symbols if s}
-        longest = max(map(len, pieces), default=0)
+        pieces, longest = self._pieces
         if longest == 1:  # every symbol is a label of its own
             return all((s,) in pieces for s in symbols)
         reach = [True] + [False] * len(symbols)
