@@ -6,7 +6,9 @@ The public API; every module whose name starts with ``_`` is private.
 from jaxctc._align import Alignment, forced_align, posteriors
 from jaxctc._beam import prefix_beam_search
 from jaxctc._greedy import greedy_decode
+from jaxctc._hotwords import Hotwords
 from jaxctc._hypotheses import Hypotheses
+from jaxctc._lexicon import Lexicon
 from jaxctc._lm import NGramLM
 from jaxctc._loss import (
     ctc_loss,
@@ -21,7 +23,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Alignment",
+    "Hotwords",
     "Hypotheses",
+    "Lexicon",
     "NGramLM",
     "char_error_rate",
     "ctc_loss",

@@ -208,3 +208,101 @@ def random_batch(rng, batch, frames, classes, scale=2.0, pad=True):
 
 def unpad(labels, paddings):
     return tuple(int(x) for x, p in zip(labels, paddings, strict=True) if p == 0)
+
+
+# ----------------------------------------------------------------------------
+# Text scorers (hotwords, lexicon), from the text of a labelling
+# ----------------------------------------------------------------------------
+
+WORD_BOUNDARY = "\0"  # a word boundary in the references' text
+
+
+def label_text(labels, delimiter):
+    """A function from a labelling to its text, a leading ``delimiter`` of a
+    label read as ``WORD_BOUNDARY`` (character and BPE labels alike)."""
+
+    def read(label):
+        if delimiter is not None and label.startswith(delimiter):
+            return WORD_BOUNDARY + label[len(delimiter) :]
+        return label
+
+    texts = [read(x) for x in labels]
+    return lambda labelling: "".join(texts[k] for k in labelling)
+
+
+def hotword_fusion(phrases, labels, weight, delimiter=" "):
+    """``(partial, final)`` of phrase boosting, counted on the text.
+
+    A text phrase (whole words, with a ``delimiter``) is its words between
+    boundaries, the text read with a boundary before it (and after it, at
+    the end); a phrase of class indices is the text they spell, anywhere.
+    ``partial``: ``weight`` times the occurrences so far plus the credit
+    ``m / n`` of the longest suffix that begins a phrase (``m`` of its ``n``
+    characters, the boundaries around it not counted; the best phrase it
+    begins); ``final``: ``weight`` times every occurrence, minus ``partial``.
+    """
+    text = label_text(labels, delimiter)
+    patterns = []  # (string, characters not credited before, after)
+    for p in phrases:
+        if not isinstance(p, str):
+            patterns.append((text(p), 0, 0))
+        elif delimiter is None:
+            patterns.append((p, 0, 0))
+        else:
+            b = WORD_BOUNDARY
+            patterns.append((b + b.join(p.split()) + b, 1, 1))
+    begins = {s[:i] for s, _, _ in patterns for i in range(len(s) + 1)}
+    lead = WORD_BOUNDARY if delimiter is not None else ""
+
+    def count(s):
+        return sum(s[i:].startswith(p) for p, _, _ in patterns for i in range(len(s)))
+
+    def credit(s):
+        suffix = next(s[i:] for i in range(len(s) + 1) if s[i:] in begins)
+        shares = [
+            min(max(len(suffix) - a, 0), len(p) - a - b) / (len(p) - a - b)
+            for p, a, b in patterns
+            if p.startswith(suffix) and len(p) > len(suffix)
+        ]
+        return max(shares, default=0.0)
+
+    def partial(labelling):
+        s = lead + text(labelling)
+        return weight * (count(s) + credit(s))
+
+    def final(labelling):
+        return weight * count(lead + text(labelling) + lead) - partial(labelling)
+
+    return partial, final
+
+
+def lexicon_fusion(words, labels, delimiter=" "):
+    """``(partial, final)`` of a lexicon constraint, by set membership: 0
+    while every completed word is in ``words`` (or empty) and the partial
+    word begins one, else ``-inf``; ``final``: ``-inf`` unless the last word
+    is complete too."""
+    text = label_text(labels, delimiter)
+    words = {w for w in words if w} | {""}
+    begins = {w[:i] for w in words for i in range(len(w) + 1)}
+
+    def parts(labelling):
+        s = text(labelling)
+        return s.split(WORD_BOUNDARY) if delimiter is not None else [s]
+
+    def partial(labelling):
+        *done, last = parts(labelling)
+        ok = all(w in words for w in done) and last in begins
+        return 0.0 if ok else -np.inf
+
+    def final(labelling):
+        return 0.0 if parts(labelling)[-1] in words else -np.inf
+
+    return partial, final
+
+
+def sum_fusion(*fusions):
+    """The ``(partial, final)`` of several scorers summed."""
+    return (
+        lambda p: sum(f[0](p) for f in fusions),
+        lambda p: sum(f[1](p) for f in fusions),
+    )

@@ -7,7 +7,9 @@ import jaxctc
 
 PUBLIC = [
     "Alignment",
+    "Hotwords",
     "Hypotheses",
+    "Lexicon",
     "NGramLM",
     "char_error_rate",
     "ctc_loss",

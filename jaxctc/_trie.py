@@ -1,0 +1,192 @@
+"""The labels' text as symbols, and tries over symbols: the host-side
+machinery of the scorers that read text (:class:`Hotwords`, :class:`Lexicon`).
+
+Each label is read as a string of **symbols**: its characters, with a leading
+``word_delimiter`` read as one **boundary** symbol (:data:`BOUNDARY`). With
+character labels the delimiter label (``" "``, wav2vec2's ``"|"``) is the
+boundary alone; with BPE labels (``word_delimiter="▁"``, sentencepiece's
+word-initial marker) ``"▁bun"`` is the boundary, then ``b``, ``u``, ``n``. A
+scorer works on the symbol stream that a hypothesis spells, so it does not
+care how the text was cut into tokens: appending a token walks its symbols,
+and the host folds each walk into one transition per ``(state, token)`` pair,
+so that the device does one lookup per candidate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import numpy as np
+
+BOUNDARY = 0  # the symbol of a word boundary; characters are 1, 2, ...
+
+
+def check_weight(name, value) -> float:
+    """``value`` as a float; a ``ValueError`` naming ``name`` unless finite."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a finite number, got {value!r}.") from None
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite, got {value}.")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Spelling:
+    """The labels as symbols.
+
+    Attributes:
+      symbols: per class, its symbols (``()`` for the blank).
+      alphabet: each character's symbol.
+      delimiter: the word delimiter, ``None`` without word boundaries.
+    """
+
+    symbols: tuple[tuple[int, ...], ...]
+    alphabet: dict[str, int]
+    delimiter: str | None
+
+    @property
+    def num_symbols(self) -> int:
+        return len(self.alphabet) + 1
+
+    def text(self, text: str, name: str) -> tuple[int, ...]:
+        """The symbols of ``text``: its whitespace-separated words joined by
+        boundaries (with a delimiter), else its characters as they are."""
+        if not isinstance(text, str):
+            raise ValueError(f"`{name}`: expected a string, got {text!r}.")
+        words = text.split() if self.delimiter is not None else [text]
+        out: list[int] = []
+        for i, word in enumerate(words):
+            if i:
+                out.append(BOUNDARY)
+            for char in word:
+                if char not in self.alphabet:
+                    raise ValueError(
+                        f"`{name}`: the character {char!r} of {text!r} is not in "
+                        "any label."
+                    )
+                out.append(self.alphabet[char])
+        return tuple(out)
+
+    def tokens(self, ids, name: str) -> tuple[int, ...]:
+        """The symbols that the token sequence ``ids`` spells."""
+        out: list[int] = []
+        for k in ids:
+            if not isinstance(k, (int, np.integer)) or not (
+                0 <= k < len(self.symbols) and self.symbols[k]
+            ):
+                raise ValueError(
+                    f"`{name}`: {k!r} is not the index of a non-blank class."
+                )
+            out.extend(self.symbols[int(k)])
+        return tuple(out)
+
+    @functools.cached_property
+    def _pieces(self):
+        pieces = {s for s in self.symbols if s}
+        return pieces, max(map(len, pieces), default=0)
+
+    def spellable(self, symbols) -> bool:
+        """Whether some token sequence spells ``symbols`` exactly."""
+        pieces, longest = self._pieces
+        if longest == 1:  # every symbol is a label of its own
+            return all((s,) in pieces for s in symbols)
+        reach = [True] + [False] * len(symbols)
+        for i in range(len(symbols)):
+            if reach[i]:
+                for n in range(1, min(longest, len(symbols) - i) + 1):
+                    if tuple(symbols[i : i + n]) in pieces:
+                        reach[i + n] = True
+        return reach[-1]
+
+
+def spell_labels(labels, word_delimiter: str | None) -> Spelling:
+    """Reads ``labels`` (the text of each class, ``""`` for the blank).
+
+    Raises:
+      ValueError: labels that are not distinct, or a ``word_delimiter`` that
+        no label starts with.
+    """
+    labels = [str(x) for x in labels]
+    if len(set(labels)) != len(labels):
+        raise ValueError("`labels` must be distinct.")
+    if word_delimiter is not None:
+        word_delimiter = str(word_delimiter)
+        if not word_delimiter or not any(x.startswith(word_delimiter) for x in labels):
+            raise ValueError(
+                f"`word_delimiter` {word_delimiter!r} is not among the labels "
+                "(pass word_delimiter=None for text without word boundaries)."
+            )
+    alphabet: dict[str, int] = {}
+    symbols = []
+    for label in labels:
+        out = []
+        if word_delimiter is not None and label.startswith(word_delimiter):
+            out.append(BOUNDARY)
+            label = label[len(word_delimiter) :]
+        for char in label:
+            out.append(alphabet.setdefault(char, len(alphabet) + 1))
+        symbols.append(tuple(out))
+    return Spelling(tuple(symbols), alphabet, word_delimiter)
+
+
+class Trie:
+    """A trie over symbol sequences (host): node 0 is the root."""
+
+    def __init__(self):
+        self.children: dict[tuple[int, int], int] = {}
+        self.depth = [0]
+
+    def insert(self, symbols) -> int:
+        """Adds ``symbols``; returns the node where they end."""
+        node = 0
+        for s in symbols:
+            child = self.children.get((node, s))
+            if child is None:
+                child = self.children[(node, s)] = len(self.depth)
+                self.depth.append(self.depth[node] + 1)
+            node = child
+        return node
+
+    def __len__(self) -> int:
+        return len(self.depth)
+
+
+def register(cls):
+    """Registers the frozen dataclass ``cls`` as a pytree whose fields with
+    ``metadata=dict(static=True)`` are static.
+
+    As :func:`jax.tree_util.register_dataclass`, except that rebuilding a
+    value bypasses ``__init__``, which here builds a scorer from user input.
+    """
+    fields = dataclasses.fields(cls)
+    data = [f.name for f in fields if not f.metadata.get("static")]
+    meta = [f.name for f in fields if f.metadata.get("static")]
+
+    def flatten_with_keys(obj):
+        children = [(jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in data]
+        return children, tuple(getattr(obj, n) for n in meta)
+
+    def flatten(obj):
+        return [getattr(obj, n) for n in data], tuple(getattr(obj, n) for n in meta)
+
+    def unflatten(aux, children):
+        obj = object.__new__(cls)
+        for name, value in (
+            *zip(data, children, strict=True),
+            *zip(meta, aux, strict=True),
+        ):
+            object.__setattr__(obj, name, value)
+        return obj
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+    return cls
+
+
+def nbytes(tree) -> int:
+    """Bytes of the arrays of ``tree``."""
+    return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(tree))
