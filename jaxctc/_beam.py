@@ -547,8 +547,10 @@ def _read_back(beams, trace, valid, offset, paths, max_length, scorers=()):
             rank = rank + scorer.final(state).astype(rank.dtype)
         rank = jnp.where(total > _NEG_INF, rank, _NEG_INF)
     ranks, slot = _frames.top_k(rank, paths)
-    scores = total[slot]
-    alive = scores > _NEG_INF
+    # A hypothesis that a scorer rules out (rank -inf, e.g. a lexicon's) is
+    # returned as a missing one: no labels, log-probability -inf.
+    alive = (total[slot] > _NEG_INF) & (ranks > _NEG_INF)
+    scores = jnp.where(alive, total[slot], _NEG_INF)
     sub = (beams.best_label[slot] > beams.best_blank[slot]).astype(jnp.int32)
 
     # Read each hypothesis' best alignment back, last frame first.

@@ -43,9 +43,8 @@ class Lexicon:
     exist (tied with empty slots, it may be dropped), and its extensions are
     all :math:`-\infty` too (its state is dead). When fewer than
     ``top_paths`` allowed hypotheses were found, ``prefix_beam_search``
-    returns the rest with ``scores = -inf``: check ``scores > -inf`` (their
-    ``log_probs`` and labels are those of a disallowed text, or ``-inf`` and
-    empty). No NaN arises: the other scorers' contributions are finite, and
+    returns the rest as missing hypotheses: empty labels, ``log_probs`` and
+    ``scores`` ``-inf``. No NaN arises: the other scorers' contributions are finite, and
     the search only adds scores.
 
     Args:

@@ -86,8 +86,8 @@ def test_search_with_ngram_lm_and_hotwords_equals_textbook_search(tmp_path):
 
 def test_nothing_allowed_gives_minus_inf_scores_not_nan():
     # Only "a" can be read (the other classes and the blank are masked) and
-    # the lexicon rules it out: every hypothesis ranks -inf (the search may
-    # then drop "a" for an empty slot: they tie), and no NaN arises.
+    # the lexicon rules it out: every hypothesis ranks -inf, and no NaN
+    # arises.
     logits = np.full((1, 6, len(LABELS)), -np.inf, np.float32)
     logits[0, :, 1] = 0.0
     hyp = jaxctc.prefix_beam_search(
@@ -98,7 +98,9 @@ def test_nothing_allowed_gives_minus_inf_scores_not_nan():
         scorers=(Lexicon(["c"], LABELS),),
     )
     assert np.all(np.asarray(hyp.scores) == -np.inf)
-    assert not np.any(np.isnan(hyp.log_probs))
+    # Ruled out, so returned as missing: no labels, log-probability -inf.
+    assert np.all(np.asarray(hyp.log_probs) == -np.inf)
+    assert np.all(np.asarray(hyp.label_paddings) == 1)
 
 
 def test_pyctcdecode_bpe_case():
