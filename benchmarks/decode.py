@@ -19,10 +19,12 @@ Sections:
   lines of T = 100 frames padded to lengths 60-100%.
 - ``crnn``: the trained CRNN example's outputs (K = 37) on 200 fresh test
   lines; it needs ``python examples/crnn/train.py`` first (``--crnn-workdir``).
-- ``lm``: the beam search with and without a word-level 3-gram
-  (``jaxctc.NGramLM``) on model-like outputs at (32, 400, 29): a synthetic
-  model of about 320k n-grams over 20k random letter words (its loading
-  time and table bytes are reported too).
+- ``lm``: the beam search with and without an n-gram LM (``jaxctc.NGramLM``)
+  on model-like outputs: a word 3-gram at (32, 400, 29), a synthetic model of
+  about 320k n-grams over 20k random letter words, against flashlight-text's
+  LexiconDecoder with its KenLM and pyctcdecode with KenLM on the same file;
+  a token 4-gram at (32, 400, 1024). Loading times and table bytes are
+  reported too.
 
 Peers run interleaved, one call each per round, and each row reports the
 median over rounds; compile time (jaxctc's ``jit``, Keras' first call) is
@@ -218,8 +220,14 @@ from pyctcdecode import build_ctcdecoder
 data = np.load(sys.argv[1])
 log_probs, lengths = data["log_probs"], data["lengths"]
 width = int(sys.argv[2])
-chars = [chr(c) for c in range(0x4e00, 0x4e00 + log_probs.shape[-1] - 1)]
-decoder = build_ctcdecoder([""] + chars)  # "" is the blank, class 0; no LM
+lm = json.loads(sys.argv[3])  # None, or the ARPA file, alpha and beta
+if lm is None:
+    chars = [chr(c) for c in range(0x4e00, 0x4e00 + log_probs.shape[-1] - 1)]
+    decoder = build_ctcdecoder([""] + chars)  # "" is the blank, class 0; no LM
+else:
+    decoder = build_ctcdecoder(
+        lm["labels"], kenlm_model_path=lm["path"], alpha=lm["alpha"], beta=lm["beta"]
+    )
 print("ready", flush=True)
 for line in sys.stdin:
     start = time.perf_counter()
@@ -238,14 +246,14 @@ class PyctcdecodeWorker:
     """pyctcdecode in its own interpreter (it pins numpy < 2); one decode of
     the whole batch per request, timed inside the worker."""
 
-    def __init__(self, python, log_probs, width, lengths=None):
+    def __init__(self, python, log_probs, width, lengths=None, lm=None):
         if lengths is None:
             lengths = np.full(log_probs.shape[0], log_probs.shape[1])
         self._dir = tempfile.TemporaryDirectory()
         path = os.path.join(self._dir.name, "inputs.npz")
         np.savez(path, log_probs=log_probs, lengths=np.asarray(lengths))
         self._proc = subprocess.Popen(
-            [python, "-c", _WORKER, path, str(width)],
+            [python, "-c", _WORKER, path, str(width), json.dumps(lm)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -265,15 +273,19 @@ class PyctcdecodeWorker:
         self._dir.cleanup()
 
 
-def pyctcdecode_beam(log_probs, width, python, lengths=None):
+def pyctcdecode_beam(log_probs, width, python, lengths=None, lm=None):
+    """pyctcdecode's beam search; ``lm``: ``None``, or a dict of the labels,
+    the ARPA ``path``, ``alpha`` and ``beta`` (KenLM through its bindings)."""
     try:
         from pyctcdecode import build_ctcdecoder  # noqa: F401
 
+        if lm is not None:
+            import kenlm  # noqa: F401
         python = sys.executable
     except ImportError:
         if python is None:
             raise
-    worker = PyctcdecodeWorker(python, log_probs, width, lengths)
+    worker = PyctcdecodeWorker(python, log_probs, width, lengths, lm)
     return None, worker
 
 
@@ -340,6 +352,12 @@ def flashlight_beam(log_probs, paddings, width, tokens, subset=None):
         criterion_type=fl.CriterionType.CTC,
     )
     decoder = fl.LexiconFreeDecoder(options, fl.ZeroLM(), 0, 0, [])
+    return None, _line_by_line(decoder, log_probs, paddings, subset)
+
+
+def _line_by_line(decoder, log_probs, paddings, subset):
+    """A flashlight decoder run on each line at its length (the first
+    ``subset`` lines, the time scaled to the batch)."""
     lengths = lengths_of(paddings)
     count = _subset(log_probs.shape[0], subset)
     lines = [np.ascontiguousarray(log_probs[i, : lengths[i]]) for i in range(count)]
@@ -350,7 +368,45 @@ def flashlight_beam(log_probs, paddings, width, tokens, subset=None):
             decoder.decode(e.ctypes.data, e.shape[0], e.shape[1])
         return (time.perf_counter() - start) * log_probs.shape[0] / count
 
-    return None, run
+    return run
+
+
+def flashlight_lexicon_lm(log_probs, paddings, width, labels, lm, subset=None):
+    """flashlight-text's LexiconDecoder with its bundled KenLM on ``lm``'s
+    ARPA file (a dict: ``path``, ``words``, ``weight`` and ``word_bonus`` in
+    jaxctc's natural-log units, ``unk_score``), one line at a time, every
+    token per frame, the lexicon's spellings ending on the delimiter " "
+    (as torchaudio's wav2vec2 lexicons do), its look-ahead smeared by max."""
+    from flashlight.lib.text import decoder as fl
+    from flashlight.lib.text import dictionary
+
+    words = dictionary.Dictionary()
+    for w in ("<s>", "</s>", "<unk>", *lm["words"]):
+        words.add_entry(w)
+    kenlm = fl.KenLM(lm["path"], words)
+    index = {x: i for i, x in enumerate(labels)}
+    space = index[" "]
+    trie = fl.Trie(len(labels), space)
+    start = kenlm.start(False)
+    for w in lm["words"]:
+        _, score = kenlm.score(start, words.get_index(w))
+        trie.insert([index[c] for c in w] + [space], words.get_index(w), score)
+    trie.smear(fl.SmearingMode.MAX)
+    options = fl.LexiconDecoderOptions(
+        beam_size=width,
+        beam_size_token=len(labels),
+        beam_threshold=50.0,
+        lm_weight=lm["weight"] * np.log(10.0),  # its LM scores are log10
+        word_score=lm["word_bonus"],
+        unk_score=lm["unk_score"],
+        sil_score=0.0,
+        log_add=False,
+        criterion_type=fl.CriterionType.CTC,
+    )
+    decoder = fl.LexiconDecoder(
+        options, trie, kenlm, space, 0, words.get_index("<unk>"), [], False
+    )
+    return None, _line_by_line(decoder, log_probs, paddings, subset)
 
 
 def tf_padded(log_probs, paddings, width=None, subset=None):
@@ -678,78 +734,131 @@ def print_agreement(agree):
             print(f"| {case} | {name} | {value:.1%} |")
 
 
-def synthetic_word_arpa(path, num_words=20000, count=150000, seed=0):
-    """A word 3-gram ARPA file over random letter words (the n-grams random,
-    every context listed); returns the number of n-grams."""
+def random_words(count, seed=0):
+    """About ``count`` distinct random lowercase words of 2-8 letters."""
     rng = np.random.default_rng(seed)
     letters = list("abcdefghijklmnopqrstuvwxyz")
-    words = sorted(
-        {"".join(rng.choice(letters, rng.integers(2, 9))) for _ in range(num_words)}
+    return sorted(
+        {"".join(rng.choice(letters, rng.integers(2, 9))) for _ in range(count)}
     )
+
+
+def synthetic_arpa(path, words, order=3, count=150000, seed=0):
+    """An ARPA file of order ``order`` over ``words``: ``count`` random
+    bigrams, then per order ``count`` random extensions of random n-grams of
+    the order below, with every context and suffix listed, random
+    probabilities and backoffs. Returns the number of n-grams."""
+    rng = np.random.default_rng(seed)
     v = len(words)
-    bigrams = np.unique(rng.integers(0, v, (count, 2)), axis=0)
-    contexts = bigrams[rng.integers(0, len(bigrams), count)]
-    trigrams = np.unique(
-        np.concatenate([contexts, rng.integers(0, v, (count, 1))], 1), axis=0
-    )
+    grams = [np.arange(v)[:, None], np.unique(rng.integers(0, v, (count, 2)), axis=0)]
+    while len(grams) < order:
+        contexts = grams[-1][rng.integers(0, len(grams[-1]), count)]
+        grams.append(
+            np.unique(
+                np.concatenate([contexts, rng.integers(0, v, (count, 1))], 1), axis=0
+            )
+        )
+    # Every suffix listed too, as real models have them (KenLM requires it).
+    for n in range(order - 1, 1, -1):
+        grams[n - 1] = np.unique(
+            np.concatenate([grams[n - 1], grams[n][:, 1:]]), axis=0
+        )
     with open(path, "w") as f:
-        f.write(
-            f"\\data\\\nngram 1={v + 3}\nngram 2={len(bigrams)}\n"
-            f"ngram 3={len(trigrams)}\n\n\\1-grams:\n"
-            "-99\t<s>\t-0.5\n-1.5\t</s>\n-6\t<unk>\n"
-        )
-        p = -rng.uniform(2, 6, v)
-        f.writelines(f"{p[i]:.4f}\t{w}\t-0.4\n" for i, w in enumerate(words))
-        f.write("\n\\2-grams:\n")
-        p = -rng.uniform(0.3, 4, len(bigrams))
-        f.writelines(
-            f"{p[i]:.4f}\t{words[a]} {words[b]}\t-0.3\n"
-            for i, (a, b) in enumerate(bigrams)
-        )
-        f.write("\n\\3-grams:\n")
-        p = -rng.uniform(0.1, 3, len(trigrams))
-        f.writelines(
-            f"{p[i]:.4f}\t{words[a]} {words[b]} {words[c]}\n"
-            for i, (a, b, c) in enumerate(trigrams)
-        )
+        f.write("\\data\\\n")
+        sizes = [v + 3] + [len(g) for g in grams[1:]]
+        f.writelines(f"ngram {n + 1}={size}\n" for n, size in enumerate(sizes))
+        for n, g in enumerate(grams):
+            f.write(f"\n\\{n + 1}-grams:\n")
+            if n == 0:
+                f.write("-99\t<s>\t-0.5\n-1.5\t</s>\n-6\t<unk>\n")
+            p = -rng.uniform(0.1 if n else 2, 6 - 2 * min(n, 2), len(g))
+            back = "\t-0.3" if n + 1 < order else ""
+            f.writelines(
+                f"{p[i]:.4f}\t{' '.join(words[w] for w in gram)}{back}\n"
+                for i, gram in enumerate(g)
+            )
         f.write("\n\\end\\\n")
-    return v + 3 + len(bigrams) + len(trigrams)
+    return sum(sizes)
 
 
-def lm_section(repeats):
-    labels = [""] + list("abcdefghijklmnopqrstuvwxyz'") + [" "]  # K = 29
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "words.arpa")
-        count = synthetic_word_arpa(path)
-        start = time.perf_counter()
-        lm = jaxctc.NGramLM.from_arpa(path, labels, weight=0.5, word_bonus=1.0)
-        load = time.perf_counter() - start
+def _load_lm(path, labels, count, **weights):
+    start = time.perf_counter()
+    lm = jaxctc.NGramLM.from_arpa(path, labels, **weights)
+    load = time.perf_counter() - start
     print(
-        f"Word 3-gram: {count} n-grams, loaded in {load:.1f} s; tables "
+        f"{os.path.basename(path)}: {count} n-grams, loaded in {load:.1f} s; tables "
         f"{lm.nbytes / 2**20:.1f} MiB, {lm.nbytes / count:.1f} bytes per n-gram.",
         flush=True,
     )
-    x, p = model_like_log_probs(32, 400, len(labels))
-    x, p = jnp.asarray(x), jnp.asarray(p)
-    case = "(32, 400, 29), word 3-gram"
-    contestants = {
-        "jaxctc.prefix_beam_search W=16": _timed_compile(
-            lambda x, p: jaxctc.prefix_beam_search(x, p, beam_width=16), x, p
-        ),
-        "jaxctc.prefix_beam_search W=16 + NGramLM": _timed_compile(
-            lambda x, p, lm: jaxctc.prefix_beam_search(
-                x, p, beam_width=16, scorers=(lm,)
-            ),
-            x,
-            p,
-            lm,
-        ),
-    }
-    medians = interleave(contestants, repeats)
-    rows = []
-    add_case(
-        rows, case, contestants, medians, "jaxctc.prefix_beam_search W=16 + NGramLM", {}
+    return lm
+
+
+def _beam_with(x, p, *scorers):
+    return _timed_compile(
+        lambda x, p, *s: jaxctc.prefix_beam_search(x, p, beam_width=16, scorers=s),
+        x,
+        p,
+        *scorers,
     )
+
+
+def lm_section(repeats, python):
+    """The search with and without an n-gram LM, and the peers with the same
+    ARPA file: a word 3-gram at K = 29 and a token 4-gram at K = 1024."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        labels = [""] + list("abcdefghijklmnopqrstuvwxyz'") + [" "]  # K = 29
+        words = random_words(20000)
+        path = os.path.join(tmp, "words3.arpa")
+        count = synthetic_arpa(path, words, order=3)
+        weights = dict(weight=0.5, word_bonus=1.0, unk_score=-10.0)
+        lm = _load_lm(path, labels, count, **weights)
+        x, p = model_like_log_probs(32, 400, len(labels))
+        ours = "jaxctc W=16 + NGramLM"
+        contestants = {
+            "jaxctc W=16, no LM": _beam_with(jnp.asarray(x), jnp.asarray(p)),
+            ours: _beam_with(jnp.asarray(x), jnp.asarray(p), lm),
+            "flashlight-text LexiconDecoder + KenLM W=16": flashlight_lexicon_lm(
+                x, p, 16, labels, dict(path=path, words=words, **weights)
+            ),
+        }
+        goals = {
+            "jaxctc W=16, no LM": "<= 1.5",
+            "flashlight-text LexiconDecoder + KenLM W=16": "<= 1/3",
+        }
+        pyctc = "pyctcdecode + KenLM W=16 (line by line)"
+        try:
+            options = dict(labels=labels, path=path, alpha=0.5, beta=1.0)
+            contestants[pyctc] = pyctcdecode_beam(
+                x, 16, python, lengths_of(p), lm=options
+            )
+            goals[pyctc] = "<= 1/10"
+        except (ImportError, RuntimeError) as e:
+            print(f"pyctcdecode with KenLM unavailable ({e}): its row is skipped.")
+        medians = interleave(contestants, repeats)
+        if pyctc in contestants:
+            contestants[pyctc][1].close()
+        add_case(rows, "(32, 400, 29), word 3-gram", contestants, medians, ours, goals)
+
+        tokens = [""] + [f"t{k}" for k in range(1, 1024)]  # K = 1024
+        path = os.path.join(tmp, "tokens4.arpa")
+        count = synthetic_arpa(path, tokens[1:], order=4)
+        lm = _load_lm(path, tokens, count, weight=0.3)
+        x, p = model_like_log_probs(32, 400, len(tokens))
+        ours = "jaxctc W=16 + token NGramLM"
+        contestants = {
+            "jaxctc W=16, no LM": _beam_with(jnp.asarray(x), jnp.asarray(p)),
+            ours: _beam_with(jnp.asarray(x), jnp.asarray(p), lm),
+        }
+        medians = interleave(contestants, repeats)
+        add_case(
+            rows,
+            "(32, 400, 1024), token 4-gram",
+            contestants,
+            medians,
+            ours,
+            {"jaxctc W=16, no LM": "<= 2"},
+        )
     print(table(rows), flush=True)
 
 
@@ -801,7 +910,7 @@ def main(argv=None):
     if args.section in ("random", "all"):
         random_section(repeats, python, args.skip_keras)
     if args.section in ("lm", "all"):
-        lm_section(repeats)
+        lm_section(repeats, python)
     rows, goals, agree = [], [], {}
     if args.section in ("peaky", "all"):
         classes = [int(k) for k in args.classes.split(",")]

@@ -33,7 +33,11 @@ found before the scan) and a bound on every other class. When the bound shows
 that another class could still enter the beam (the best prefix's mass times
 the bound beats the ``W``-th kept entry), that sequence's step is run again on
 the frame's ``W + 1`` best classes, read from its logits row. The result is
-the search over all classes, exactly; only the work differs.
+the search over all classes, exactly; only the work differs. With fusion
+scorers the candidates are, by definition, the frame's ``token_top_k``
+(default ``W + 1``) best classes; when every scorer bounds its contribution
+(``bound()``), the same two passes find the search over those, the bound
+added to the best prefix's rank.
 
 **Scores** are logits minus the frame's largest logit while searching: every
 alignment has one class per valid frame, so each frame's log-normalizer is
@@ -297,12 +301,14 @@ def _fuse(scorers, beams, classes, shape):
     return total, tuple(states)
 
 
-def _step(beams, frame, max_length, scorers=()):
+def _step(beams, frame, max_length, scorers=(), fusion_bound=None):
     """One frame of the search for one sequence.
 
     Returns the new beams, per new beam the sources of its best blank- and
     label-ending alignments, and whether a class outside ``frame.classes``
     could have entered the beam (then the step must run again with more).
+    With scorers, ``fusion_bound`` bounds their summed contribution of any
+    token from above.
     """
     width = beams.blank.shape[0]
     num_candidates = frame.classes.shape[0]
@@ -363,6 +369,8 @@ def _step(beams, frame, max_length, scorers=()):
         jnp.where(is_stay, stay.src_label[src], ext_src),
     )
     total = jnp.logaddexp(beams.blank, beams.label)
+    if scorers:  # what another class could at most add to a prefix's rank
+        total = total + beams.fusion + fusion_bound
     base = jnp.max(jnp.where(beams.length < max_length, total, _NEG_INF))
     return new, sources, base + frame.bound > worst
 
@@ -406,6 +414,15 @@ def _exact_candidates(row, shift, threshold, options):
     x = _frames.blank_masked(_allowed(x, threshold[:, None]), options.blank_id)
     scores, classes = _frames.top_k(x, options.num_exact)
     return classes.astype(jnp.int32), scores
+
+
+def _fusion_bound(scorers):
+    """An upper bound on the scorers' summed contribution of one token (a
+    scalar; ``+inf`` unless every scorer has a ``bound()``)."""
+    if not all(hasattr(s, "bound") for s in scorers):
+        return jnp.float32(np.inf)
+    bound = sum(jnp.asarray(s.bound(), jnp.float32) for s in scorers)
+    return jnp.where(jnp.isnan(bound), jnp.inf, bound)  # NaN: no bound
 
 
 def _search(logits, logit_paddings, min_log_prob, skip_log_prob, scorers, options):
@@ -457,7 +474,12 @@ def _search(logits, logit_paddings, min_log_prob, skip_log_prob, scorers, option
         )
 
     step = jax.vmap(
-        functools.partial(_step, max_length=options.max_length, scorers=scorers)
+        functools.partial(
+            _step,
+            max_length=options.max_length,
+            scorers=scorers,
+            fusion_bound=_fusion_bound(scorers) if scorers else None,
+        )
     )
 
     def exact_all(beams, t, inputs, frame, new, sources, redo):
@@ -762,12 +784,15 @@ def _beam_search(
     num_classes = logits.shape[2]
     tokens = max(num_classes - 1, 1)  # the non-blank classes (K = 1: none)
     if scorers:
-        # No bound makes fewer classes exact with scorers: the frame's
-        # `token_top_k` (default W + 1) best classes are the candidates.
-        exact = first = min(top_k or width + 1, tokens)
+        # No rule makes fewer classes exact with scorers: the frame's
+        # `token_top_k` (default W + 1) best classes are the candidates. The
+        # scorers' bounds let the step try the few best of them first.
+        exact = min(top_k or width + 1, tokens)
     else:
         exact = min(width + 1, tokens, top_k or tokens)
-        first = exact if num_classes <= _ALL_CLASSES else min(_FIRST_CANDIDATES, exact)
+    bounded = all(hasattr(s, "bound") for s in scorers)
+    few_first = num_classes > _ALL_CLASSES and bounded
+    first = min(_FIRST_CANDIDATES, exact) if few_first else exact
     options = _Options(blank_id, width, max_length, first, exact, top_k)
     beams, trace, offset, has_nan = _search(
         logits, logit_paddings, min_log_prob, skip_log_prob, scorers, options

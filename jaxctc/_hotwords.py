@@ -137,6 +137,12 @@ class Hotwords:
         unit = jnp.where(found, unit, -self.credit[node])
         return self.weight * unit, jnp.where(found, after, 0)
 
+    def bound(self):
+        """An upper bound on every contribution :meth:`score` returns (the
+        search uses it to try each frame's best classes first)."""
+        units = jnp.concatenate([self.transitions.values[1], -self.credit])
+        return jnp.max(self.weight * units)
+
     def final(self, state):
         """The contribution of ending: a match completed by the virtual final
         delimiter, minus the credit of the unfinished one."""

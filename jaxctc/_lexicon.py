@@ -148,6 +148,10 @@ class Lexicon:
         delta = jnp.where(alive & (after < 0), -jnp.inf, 0.0).astype(jnp.float32)
         return delta, after
 
+    def bound(self):
+        """An upper bound on every contribution :meth:`score` returns: 0."""
+        return jnp.float32(0.0)
+
     def final(self, state):
         """The contribution of ending: ``-inf`` unless the last word is
         complete."""

@@ -9,7 +9,10 @@ shape ``S`` (e.g. ``[B, W]`` beams):
   int32 classes appended to each hypothesis; ``delta`` ``S + [C]`` float32,
   the scorer's contribution of appending each, and the states after them
   (leading shape ``S + [C]``);
-- ``final(state) -> delta``: ``S`` float32, the contribution of ending there.
+- ``final(state) -> delta``: ``S`` float32, the contribution of ending there;
+- optionally ``bound() -> float``: an upper bound on every ``delta`` that
+  ``score`` returns (with one for every scorer, the search tries a frame's
+  few best classes first at large ``K``; see ``jaxctc._beam``).
 
 A search calls ``score`` for every new token of a hypothesis (a non-blank
 class that is not a merged repeat) and ``final`` once at the end, so a
@@ -260,7 +263,7 @@ class NGramLM:
         )
         if self.delimiter < 0:
             word = self.class_word[tokens]
-            log_prob, after = _ngram.advance(self.tables, expand.lm, word)
+            log_prob, after = _ngram.advance(self.tables, state.lm[..., None], word)
             delta = self.weight * log_prob + self.bonus
             return delta, LMState(after, expand.node)
         # Ending the word does not depend on the token: once per hypothesis.
@@ -278,6 +281,16 @@ class NGramLM:
             node=jnp.where(is_end, 0, char_node),
         )
         return delta, new
+
+    def bound(self):
+        """An upper bound on every contribution :meth:`score` returns (the
+        search uses it to try each frame's best classes first)."""
+        # ln P <= 0, so a nonnegative weight adds at most the bonus.
+        lm = jnp.where(self.weight >= 0, 0.0, jnp.inf) + self.bonus
+        if self.delimiter < 0:
+            return lm
+        unk = jnp.maximum(self.unk_score, 0.0)
+        return jnp.maximum(unk, lm + unk)
 
     def final(self, state: LMState):
         """The contribution of ending: the partial word, then ``</s>``."""

@@ -161,10 +161,13 @@ def advance(tables: NGramTables, state, word):
     Args:
       tables: the model.
       state: int32 array, the context's state.
-      word: int32 array of the same shape, word ids.
+      word: int32 array of word ids, broadcastable with ``state`` (a state
+        of shape ``S + [1]`` with words ``S + [C]`` follows each state's
+        backoff chain once, not once per word).
 
     Returns:
-      ``(log_prob, next_state)``: float32 and int32 arrays of that shape.
+      ``(log_prob, next_state)``: float32 and int32 arrays of the broadcast
+      shape.
     """
     state = jnp.asarray(state, jnp.int32)
     word = jnp.asarray(word, jnp.int32)
@@ -175,8 +178,10 @@ def advance(tables: NGramTables, state, word):
     for _ in range(tables.order - 1):
         paid.append(paid[-1] + tables.backoff[contexts[-1]])
         contexts.append(tables.backoff_state[contexts[-1]])
-    contexts = jnp.stack(contexts, axis=-1)
-    words = jnp.broadcast_to(word[..., None], contexts.shape)
+    shape = jnp.broadcast_shapes(state.shape, word.shape) + (tables.order,)
+    contexts = jnp.broadcast_to(jnp.stack(contexts, axis=-1), shape)
+    paid = jnp.broadcast_to(jnp.stack(paid, axis=-1), shape)
+    words = jnp.broadcast_to(word[..., None], shape)
     found, log_prob, after = _buckets.lookup(tables.arcs, contexts, words)
     # The longest context with an arc decides.
     first = jnp.argmax(found, axis=-1)[..., None]
@@ -184,7 +189,7 @@ def advance(tables: NGramTables, state, word):
     def pick(x):
         return jnp.take_along_axis(x, first, axis=-1)[..., 0]
 
-    total = pick(jnp.stack(paid, axis=-1)) + pick(log_prob)
+    total = pick(paid) + pick(log_prob)
     # A word with no unigram is none of the model's: -inf, back to the root.
     known = jnp.any(found, axis=-1)
     return jnp.where(known, total, -jnp.inf), jnp.where(known, pick(after), 0)

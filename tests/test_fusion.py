@@ -3,6 +3,9 @@ the float64 textbook search with the same fusion."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -125,16 +128,37 @@ def test_word_lm_equals_textbook_search_with_fusion(tmp_path, width):
             np.testing.assert_allclose(hyp.scores[b, p], score, rtol=1e-5, atol=1e-4)
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _NoBound:
+    """A scorer without the optional ``bound``."""
+
+    inner: NGramLM
+
+    def init(self, shape=()):
+        return self.inner.init(shape)
+
+    def score(self, state, tokens):
+        return self.inner.score(state, tokens)
+
+    def final(self, state):
+        return self.inner.final(state)
+
+
 def test_scorers_must_follow_the_protocol():
     logits = jnp.zeros((1, 3, 4))
     with pytest.raises(TypeError, match=r"`scorers\[0\]`.*init, score, final"):
         jaxctc.prefix_beam_search(logits, jnp.zeros((1, 3)), scorers=(object(),))
 
 
-def test_token_lm_equals_textbook_search_with_fusion(tmp_path):
+# K = 6: every candidate at once; K = 81: the step tries each frame's 4 best
+# classes first and re-runs on the W + 1 best when the scorers' bound says that
+# another could enter the beam (scale 2.5: often; scale 6: peaky, rarely).
+@pytest.mark.parametrize("vocab,scale", [(5, 2.5), (80, 2.5), (80, 6.0)])
+def test_token_lm_equals_textbook_search_with_fusion(tmp_path, vocab, scale):
     rng = np.random.default_rng(7)
     path = tmp_path / "tokens.arpa"
-    words = aref.write_random_arpa(path, 4, order=3, vocab=5)
+    words = aref.write_random_arpa(path, 4, order=3, vocab=vocab)
     model, order = aref.read_model(path)
     labels = [""] + words  # the blank first
     lm = NGramLM.from_arpa(path, labels, weight=0.6, token_bonus=0.3)
@@ -149,12 +173,18 @@ def test_token_lm_equals_textbook_search_with_fusion(tmp_path):
         seq = [labels[k] for k in labelling]
         return 0.6 * aref.sentence_log_probs(model, order, seq)[-1]
 
-    logits, paddings = ref.random_batch(rng, 4, 9, len(labels), scale=2.5)
+    logits, paddings = ref.random_batch(rng, 4, 9, len(labels), scale=scale)
     logits = logits.astype(np.float32)
     width = 4
     hyp = jaxctc.prefix_beam_search(
         logits, paddings, beam_width=width, top_paths=2, scorers=(lm,)
     )
+    # A scorer without a bound: every candidate at once, the same result.
+    unbounded = jaxctc.prefix_beam_search(
+        logits, paddings, beam_width=width, top_paths=2, scorers=(_NoBound(lm),)
+    )
+    np.testing.assert_array_equal(unbounded.labels, hyp.labels)
+    np.testing.assert_allclose(unbounded.scores, hyp.scores, rtol=1e-6)
     for b in range(4):
         lp = ref.log_softmax(logits[b][paddings[b] == 0])
         allowed = [set(np.argsort(-row[1:])[: width + 1] + 1) for row in lp]
@@ -167,3 +197,39 @@ def test_token_lm_equals_textbook_search_with_fusion(tmp_path):
                 hyp.log_probs[b, p], log_prob, rtol=1e-5, atol=1e-5
             )
             np.testing.assert_allclose(hyp.scores[b, p], score, rtol=1e-5, atol=1e-4)
+
+
+def test_every_scorer_contribution_is_at_most_its_bound(tmp_path):
+    # The search trusts `bound()` to skip classes: no `score` may exceed it,
+    # from any state (here: the states along random token sequences).
+    path = tmp_path / "words.arpa"
+    aref.write_random_arpa(path, 5, order=3, words=WORDS)
+    scorers = [
+        NGramLM.from_arpa(path, WORD_LABELS, weight=0.8, word_bonus=0.5, unk_score=2.0),
+        NGramLM.from_arpa(path, WORD_LABELS, weight=0.3, word_bonus=-1.0),
+        jaxctc.Hotwords(["ab", "ba c", "c"], WORD_LABELS, weight=1.5),
+        jaxctc.Hotwords(["ab"], WORD_LABELS, weight=-2.0),
+        jaxctc.Lexicon(WORDS[:4], WORD_LABELS),
+    ]
+    rng = np.random.default_rng(0)
+    classes = jnp.arange(1, len(WORD_LABELS))
+    for scorer in scorers:
+        bound = float(scorer.bound())
+        state = scorer.init((20,))
+        for _ in range(6):
+            delta, after = scorer.score(state, jnp.broadcast_to(classes, (20, 5)))
+            assert float(jnp.max(delta)) <= bound + 1e-6, type(scorer).__name__
+            pick = jnp.asarray(rng.integers(0, 5, 20))
+            state = jax.tree.map(lambda a, p=pick: a[jnp.arange(20), p], after)
+
+
+def test_token_lm_contribution_is_at_most_its_bound(tmp_path):
+    path = tmp_path / "tokens.arpa"
+    labels = [""] + aref.write_random_arpa(path, 6, order=3, vocab=5)
+    for weight, bonus in ((0.6, 0.3), (0.0, -1.0)):
+        lm = NGramLM.from_arpa(path, labels, weight=weight, token_bonus=bonus)
+        state = lm.init((4,))
+        for k in range(1, 6):
+            delta, after = lm.score(state, jnp.broadcast_to(jnp.arange(1, 6), (4, 5)))
+            assert float(jnp.max(delta)) <= float(lm.bound()) + 1e-6
+            state = jax.tree.map(lambda a, k=k: a[:, k - 1], after)
