@@ -210,12 +210,17 @@ def main(config: Config) -> dict:
         from tqdm import tqdm
 
         grid_lines = len(config.weights) * len(config.word_bonuses)
-        total = len(validation_lines) * (grid_lines + 1) + 3 * len(test_texts)
+        total = len(validation_lines) * (grid_lines + 2) + 3 * len(test_texts)
         progress = tqdm(total=total, unit="line", desc="decoding", dynamic_ncols=True)
 
     # Tuning: the grid's best WER on the validation lines (ties: best CER).
+    # The decoders without the LM run there too, so every test decode below
+    # is timed compiled.
     grid = []
-    baseline = rates(decode(validation_logits, config, (), progress), validation)
+    baseline = {
+        "greedy": rates(decode(validation_logits, config, None, progress), validation),
+        "beam": rates(decode(validation_logits, config, (), progress), validation),
+    }
     for weight in config.weights:
         for bonus in config.word_bonuses:
             scorer = with_weights(lm, weight, bonus)
@@ -264,7 +269,7 @@ def main(config: Config) -> dict:
         },
         "validation": {
             "lines": len(validation_lines),
-            "beam": baseline,
+            **baseline,
             "grid": grid,
         },
         "train": {

@@ -172,6 +172,8 @@ def test_real_text_lm_eval(tmp_path):
     assert len(metrics["validation"]["grid"]) == 2
     assert int(metrics["lm"]["ngrams"]["3"]) > 1000
     assert (tmp_path / "text" / "lm.png").stat().st_size > 1000
-    # A second call reuses the checkpoint instead of training again.
-    again = lm_eval.main(config)
-    assert again["beam_lm"] == metrics["beam_lm"]
+    # Called again, it reuses the checkpoint instead of training (which would
+    # rewrite the history with more seconds).
+    _, model_config, history = lm_eval.trained_model(config)
+    assert model_config.text == "real" and model_config.steps == 2
+    assert history["train_seconds"] == metrics["train"]["train_seconds"]
