@@ -1,8 +1,9 @@
-"""Synthetic text-line images, rendered on the fly from fonts that packages ship.
+"""Text-line images, rendered on the fly from fonts that packages ship.
 
 Each line is a random string of 1 to ``max_len`` characters over the
-alphabet, drawn in a random font, size and position, then rotated slightly,
-blurred, contrast-shifted and noised. Nothing is downloaded: the fonts are
+alphabet (or a line of real text drawn by a ``texts`` source, see
+``corpus.py``), drawn in a random font, size and position, then rotated
+slightly, blurred, contrast-shifted and noised. Nothing is downloaded: the fonts are
 Pillow's bundled default font (Aileron, via ``ImageFont.load_default``) and,
 when matplotlib is installed, its DejaVu fonts.
 
@@ -27,7 +28,10 @@ from PIL import Image, ImageDraw, ImageFont
 DIGITS = "0123456789"
 UPPERCASE = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 ALPHABET = DIGITS + UPPERCASE
-BLANK_ID = 0  # class 0 is the CTC blank; character i of ALPHABET is class i + 1
+# Real text needs a word delimiter; appended last, so the other characters keep
+# their classes (and the random lines their glyphs) in both alphabets.
+TEXT_ALPHABET = ALPHABET + " "
+BLANK_ID = 0  # class 0 is the CTC blank; character i of the alphabet is class i + 1
 
 FONTS = ("aileron", "dejavu-sans", "dejavu-serif")
 TEST_SEED = 1_000_003  # the held-out set's seed: never used for training batches
@@ -38,7 +42,7 @@ class Batch(NamedTuple):
 
     Attributes:
       images: ``[B, H, W]`` float32 in ``[0, 1]``, dark text on a light ground.
-      labels: ``[B, N]`` int32 classes (``ALPHABET[c - 1]``), right-padded.
+      labels: ``[B, N]`` int32 classes (``alphabet[c - 1]``), right-padded.
       label_paddings: ``[B, N]`` float32, 1.0 past each line's text.
     """
 
@@ -47,20 +51,22 @@ class Batch(NamedTuple):
     label_paddings: np.ndarray
 
 
-def encode(texts: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+def encode(
+    texts: list[str], max_len: int, alphabet: str = ALPHABET
+) -> tuple[np.ndarray, np.ndarray]:
     """Strings to right-padded ``(labels [B, N], label_paddings [B, N])``."""
     labels = np.zeros((len(texts), max_len), np.int32)
     paddings = np.ones((len(texts), max_len), np.float32)
     for b, text in enumerate(texts):
-        labels[b, : len(text)] = [ALPHABET.index(c) + 1 for c in text]
+        labels[b, : len(text)] = [alphabet.index(c) + 1 for c in text]
         paddings[b, : len(text)] = 0.0
     return labels, paddings
 
 
-def decode(labels, label_paddings) -> list[str]:
+def decode(labels, label_paddings, alphabet: str = ALPHABET) -> list[str]:
     """Right-padded class ids back to strings (blank and padding dropped)."""
     return [
-        "".join(ALPHABET[int(c) - 1] for c, p in zip(row, pad, strict=True) if p == 0)
+        "".join(alphabet[int(c) - 1] for c, p in zip(row, pad, strict=True) if p == 0)
         for row, pad in zip(np.asarray(labels), np.asarray(label_paddings), strict=True)
     ]
 
@@ -82,7 +88,7 @@ def _load_font(name: str, size: int) -> ImageFont.FreeTypeFont:
 class _Glyphs(NamedTuple):
     """One font at one size: glyph ink, advances and the line's ink rows."""
 
-    ink: list[np.ndarray]  # per character: [line_height, w] uint8
+    ink: list[np.ndarray]  # per character of TEXT_ALPHABET: [line_height, w] uint8
     left: np.ndarray  # [C] int, where the glyph's bitmap starts from the pen
     advance: np.ndarray  # [C] float, pen advance in pixels
     height: int  # the line's height (rows with ink over the alphabet)
@@ -94,7 +100,7 @@ def _glyphs(font_name: str, size: int) -> _Glyphs:
     ascent, descent = font.getmetrics()
     pad = size // 2
     cells = []
-    for char in ALPHABET:
+    for char in TEXT_ALPHABET:
         advance = font.getlength(char)
         cell = Image.new("L", (int(np.ceil(advance)) + 2 * pad, ascent + descent))
         ImageDraw.Draw(cell).text((pad, 0), char, font=font, fill=255)
@@ -104,9 +110,13 @@ def _glyphs(font_name: str, size: int) -> _Glyphs:
     ink, left = [], []
     for cell in cells:
         cols = np.flatnonzero(cell.any(axis=0))
+        if not cols.size:  # the space: no ink, only its advance
+            ink.append(np.zeros((bottom - top, 0), np.uint8))
+            left.append(0)
+            continue
         ink.append(np.ascontiguousarray(cell[top:bottom, cols[0] : cols[-1] + 1]))
         left.append(cols[0] - pad)
-    advance = np.array([font.getlength(c) for c in ALPHABET])
+    advance = np.array([font.getlength(c) for c in TEXT_ALPHABET])
     return _Glyphs(ink, np.array(left), advance, int(bottom - top))
 
 
@@ -120,11 +130,32 @@ class Renderer:
       min_size: the smallest font size; the largest is the one whose line
         still fits the image (drawn sizes lie in the top two thirds of those
         that fit, so short lines are large and long lines small).
+      alphabet: the classes' characters (class ``i + 1`` is ``alphabet[i]``):
+        ``ALPHABET``, or ``TEXT_ALPHABET`` for lines with spaces.
+      texts: where :meth:`batch` takes its lines from: ``texts(rng, count)``
+        returns ``count`` strings over ``alphabet`` of 1 to ``max_len``
+        characters, not starting or ending with a space (e.g.
+        ``corpus.RandomLines``); by default random strings of 1 to
+        ``max_len`` characters over ``ALPHABET``.
     """
 
-    def __init__(self, height=32, width=128, max_len=12, fonts=FONTS, min_size=12):
+    def __init__(
+        self,
+        height=32,
+        width=128,
+        max_len=12,
+        fonts=FONTS,
+        min_size=12,
+        alphabet=ALPHABET,
+        texts=None,
+    ):
+        if not TEXT_ALPHABET.startswith(alphabet):
+            raise ValueError(
+                f"`alphabet` must be ALPHABET or TEXT_ALPHABET, got {alphabet!r}."
+            )
         self.height, self.width, self.max_len = height, width, max_len
         self.fonts = tuple(fonts)
+        self.alphabet, self.texts = alphabet, texts
         # Per font: the sizes whose line leaves room to rotate and move, and
         # their metrics stacked [S, C] to find the sizes that fit a line at once.
         self.tables = {}
@@ -183,12 +214,21 @@ class Renderer:
 
     def batch(self, rng: np.random.Generator, batch_size: int) -> Batch:
         """A random batch; the same ``rng`` state gives the same batch."""
+        if self.texts is not None:
+            return self.render(self.texts(rng, batch_size), rng)
         lengths = rng.integers(1, self.max_len + 1, size=batch_size)
         codes = [rng.integers(0, len(ALPHABET), size=n) for n in lengths]
         ink = np.stack([self._draw(c, rng) for c in codes])
         images = _augment(ink, rng)
         texts = ["".join(ALPHABET[i] for i in c) for c in codes]
         return Batch(images, *encode(texts, self.max_len))
+
+    def render(self, texts: list[str], rng: np.random.Generator) -> Batch:
+        """The lines ``texts`` (over the alphabet), each in a random style."""
+        # Glyphs are cached in TEXT_ALPHABET's order, which extends ALPHABET's.
+        codes = [np.array([TEXT_ALPHABET.index(c) for c in t]) for t in texts]
+        ink = np.stack([self._draw(c, rng) for c in codes])
+        return Batch(_augment(ink, rng), *encode(texts, self.max_len, self.alphabet))
 
 
 def _augment(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -71,3 +71,54 @@ def prediction_grid(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def lm_comparison(metrics: dict, path: Path) -> None:
+    """Test WER / CER per decoder, and the validation WER of the tuning grid."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = ["greedy", "beam", "beam_lm"]
+    titles = [
+        "greedy",
+        f"beam W={metrics['beam']['beam_width']}",
+        f"beam + {metrics['lm']['order']}-gram LM",
+    ]
+    x = np.arange(len(names))
+    for offset, key, colour in ((-0.2, "wer", "tab:red"), (0.2, "cer", "tab:blue")):
+        values = [100 * metrics[n][key] for n in names]
+        bars = left.bar(x + offset, values, 0.4, color=colour, label=key.upper())
+        left.bar_label(bars, fmt="%.1f", fontsize=8)
+    left.set_xticks(x, titles)
+    left.set_ylabel("% on the test lines")
+    left.set_title(
+        f"{metrics['test']['lines']} held-out lines, "
+        f"{metrics['train']['steps']} training steps"
+    )
+    left.legend()
+    left.grid(alpha=0.3, axis="y")
+
+    grid = metrics["validation"]["grid"]
+    weights = sorted({g["weight"] for g in grid})
+    bonuses = sorted({g["word_bonus"] for g in grid})
+    wer = np.full((len(weights), len(bonuses)), np.nan)
+    for g in grid:
+        wer[weights.index(g["weight"]), bonuses.index(g["word_bonus"])] = g["wer"]
+    image = right.imshow(100 * wer, cmap="viridis_r", aspect="auto", origin="lower")
+    fig.colorbar(image, ax=right, label="validation WER %")
+    chosen = metrics["beam_lm"]
+    right.plot(
+        bonuses.index(chosen["word_bonus"]),
+        weights.index(chosen["weight"]),
+        "r*",
+        markersize=14,
+    )
+    right.set_xticks(range(len(bonuses)), [f"{b:g}" for b in bonuses])
+    right.set_yticks(range(len(weights)), [f"{w:g}" for w in weights])
+    right.set_xlabel("word bonus")
+    right.set_ylabel("LM weight")
+    right.set_title(
+        f"tuning on validation (beam alone: "
+        f"{100 * metrics['validation']['beam']['wer']:.1f}%)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

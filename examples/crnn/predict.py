@@ -81,14 +81,16 @@ def _decode(model, images, logit_paddings):
     return hyp.labels, hyp.label_paddings, log_prob, hyp.starts, hyp.ends + 1
 
 
-def read(model, images: np.ndarray, logit_paddings: np.ndarray) -> list[Reading]:
-    """Decodes a batch with the model (in eval mode)."""
+def read(
+    model, images: np.ndarray, logit_paddings: np.ndarray, alphabet=data.ALPHABET
+) -> list[Reading]:
+    """Decodes a batch with the model (in eval mode); class i + 1 is ``alphabet[i]``."""
     model.eval()
     labels, label_paddings, log_prob, starts, ends = jax.device_get(
         _decode(model, jnp.asarray(images), jnp.asarray(logit_paddings))
     )
     readings = []
-    for b, text in enumerate(data.decode(labels, label_paddings)):
+    for b, text in enumerate(data.decode(labels, label_paddings, alphabet)):
         n = len(text)
         spans = list(
             zip(text, starts[b, :n].tolist(), ends[b, :n].tolist(), strict=True)
@@ -118,7 +120,7 @@ def main(argv=None) -> list[Reading]:
     args = parser.parse_args(argv)
     model, config = load_model(Path(args.workdir))
     images, paddings = load_images(args.images, config.height)
-    readings = read(model, images, paddings)
+    readings = read(model, images, paddings, train.alphabet(config))
     for path, reading in zip(args.images, readings, strict=True):
         spans = " ".join(
             f"{c}:{s}-{e}(px {STRIDE * s}-{STRIDE * e})" for c, s, e in reading.spans

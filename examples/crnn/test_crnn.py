@@ -13,7 +13,9 @@ from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import corpus  # noqa: E402
 import data  # noqa: E402
+import lm_eval  # noqa: E402
 import predict  # noqa: E402
 import train  # noqa: E402
 
@@ -127,3 +129,51 @@ def test_data_parallel_over_a_mesh(tmp_path, devices):
     assert metrics["devices"] == devices
     assert metrics["per_device_batch"] == 8 // devices
     assert np.isfinite(metrics["final_loss"])
+
+
+def test_corpus_split_is_disjoint_and_in_the_alphabet():
+    parts = corpus.split(data.TEXT_ALPHABET)
+    train_set, validation, test = map(set, parts)
+    assert not train_set & test and not validation & test
+    assert not train_set & validation
+    assert len(test) > 100 and len(validation) > 50
+    lines = corpus.lines(parts.test, 24)
+    assert all(0 < len(line) <= 24 and line == line.strip() for line in lines)
+    assert set("".join(lines)) <= set(data.TEXT_ALPHABET)
+    drawn = corpus.RandomLines(parts.train, 24)(np.random.default_rng(0), 50)
+    assert all(0 < len(line) <= 24 and line == line.strip() for line in drawn)
+
+
+def test_real_text_lm_eval(tmp_path):
+    config = lm_eval.Config(
+        workdir=str(tmp_path / "text"),
+        steps=2,
+        batch_size=8,
+        channels=(8, 8, 8, 8),
+        hidden=16,
+        eval_every=2,
+        test_size=16,
+        validation_size=8,
+        weights=(0.5, 1.0),
+        word_bonuses=(1.0,),
+        decode_batch_size=8,
+        progress=False,
+    )
+    metrics = lm_eval.main(config)
+    written = json.loads((tmp_path / "text" / "lm_metrics.json").read_text())
+    assert written == json.loads(json.dumps(metrics))
+    for name in ("greedy", "beam", "beam_lm"):
+        assert set(metrics[name]) >= {"wer", "cer"}
+        assert all(np.isfinite(metrics[name][k]) for k in ("wer", "cer"))
+        assert metrics[name]["wer"] >= 0 and metrics[name]["cer"] >= 0
+    assert metrics["beam_lm"]["weight"] in config.weights
+    assert np.isfinite(metrics["wer_reduction"])
+    assert metrics["test"]["lines"] == 16 and metrics["validation"]["lines"] == 8
+    assert len(metrics["validation"]["grid"]) == 2
+    assert int(metrics["lm"]["ngrams"]["3"]) > 1000
+    assert (tmp_path / "text" / "lm.png").stat().st_size > 1000
+    # Called again, it reuses the checkpoint instead of training (which would
+    # rewrite the history with more seconds).
+    _, model_config, history = lm_eval.trained_model(config)
+    assert model_config.text == "real" and model_config.steps == 2
+    assert history["train_seconds"] == metrics["train"]["train_seconds"]

@@ -2,7 +2,9 @@
 
 Run ``python examples/crnn/train.py`` (the defaults do the real job) or
 ``python examples/crnn/train.py --steps 300 --workdir /tmp/crnn`` for a quick
-look. Everything lands in ``--workdir``: Orbax checkpoints (a rerun with the
+look. ``--text real`` trains on lines of English text instead of random
+strings (see ``corpus.py``; ``lm_eval.py`` trains that way and decodes with a
+language model). Everything lands in ``--workdir``: Orbax checkpoints (a rerun with the
 same workdir resumes), ``metrics.json``, ``history.json``, ``curve.png`` and
 ``samples.png``.
 """
@@ -27,6 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import corpus  # noqa: E402
 import data  # noqa: E402
 import plots  # noqa: E402
 from model import CRNN  # noqa: E402
@@ -36,9 +39,16 @@ import jaxctc  # noqa: E402
 
 @dataclasses.dataclass
 class Config:
-    """The run's settings; the defaults train to the README's figures."""
+    """The run's settings; the defaults train to the README's figures.
+
+    ``text`` chooses the lines: ``"random"`` (random strings over 0-9A-Z) or
+    ``"real"`` (runs of words of English sentences over 0-9A-Z and the space,
+    with the held-out set cut from sentences that training never sees, see
+    ``corpus.py``).
+    """
 
     workdir: str = "workdir/crnn"
+    text: str = "random"
     steps: int = 2000
     batch_size: int = 64
     learning_rate: float = 2e-3
@@ -59,9 +69,36 @@ class Config:
     progress: bool = True
 
 
+def alphabet(config: Config) -> str:
+    """The characters of classes 1, 2, ... (class 0 is the blank)."""
+    if config.text not in ("random", "real"):
+        raise ValueError(f"`text` must be 'random' or 'real', got {config.text!r}.")
+    return data.TEXT_ALPHABET if config.text == "real" else data.ALPHABET
+
+
+def make_data(config: Config) -> tuple[data.Renderer, data.Batch]:
+    """The training lines' renderer and the held-out set, both of ``config.text``."""
+    if alphabet(config) == data.ALPHABET:
+        renderer = data.Renderer(
+            config.height, config.width, config.max_len, config.fonts
+        )
+        return renderer, data.test_set(renderer, config.test_size)
+    parts = corpus.split(data.TEXT_ALPHABET)
+    renderer = data.Renderer(
+        config.height,
+        config.width,
+        config.max_len,
+        config.fonts,
+        alphabet=data.TEXT_ALPHABET,
+        texts=corpus.RandomLines(parts.train, config.max_len),
+    )
+    lines = corpus.lines(parts.test, config.max_len)[: config.test_size]
+    return renderer, renderer.render(lines, np.random.default_rng(data.TEST_SEED))
+
+
 def make_model(config: Config, seed: int = 0) -> CRNN:
     return CRNN(
-        len(data.ALPHABET) + 1,
+        len(alphabet(config)) + 1,
         height=config.height,
         channels=config.channels,
         hidden=config.hidden,
@@ -156,7 +193,11 @@ def evaluate(model, test: data.Batch, config: Config, sharding, decoder="greedy"
     return {
         "cer": edits / chars,
         "seq_acc": correct / len(test.images),
-        "texts": [t for lab, pad, _ in outputs for t in data.decode(lab, pad)],
+        "texts": [
+            t
+            for lab, pad, _ in outputs
+            for t in data.decode(lab, pad, alphabet(config))
+        ],
         "log_probs": np.concatenate([lp for _, _, lp in outputs]),
     }
 
@@ -227,8 +268,7 @@ def main(config: Config) -> dict:
         history["eval"] = [h for h in history["eval"] if h[0] <= start]
         print(f"resumed from step {start} in {workdir}", flush=True)
 
-    renderer = data.Renderer(config.height, config.width, config.max_len, config.fonts)
-    test = data.test_set(renderer, config.test_size)
+    renderer, test = make_data(config)
 
     def save(step):
         manager.save(
@@ -305,7 +345,7 @@ def main(config: Config) -> dict:
         "steps": config.steps,
         "resumed_from": start,
         "train_seconds": history["train_seconds"],
-        "test_size": config.test_size,
+        "test_size": len(test.images),
         "devices": len(devices),
         "per_device_batch": per_device_batch,
         "final_loss": history["loss"][-1][1] if history["loss"] else None,
@@ -322,7 +362,7 @@ def main(config: Config) -> dict:
     count = 24
     plots.prediction_grid(
         test.images[:count],
-        data.decode(test.labels[:count], test.label_paddings[:count]),
+        data.decode(test.labels[:count], test.label_paddings[:count], alphabet(config)),
         beam["texts"][:count],
         np.exp(beam["log_probs"][:count]),
         workdir / "samples.png",
@@ -330,9 +370,10 @@ def main(config: Config) -> dict:
     return metrics
 
 
-def parse_args(argv=None) -> Config:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for field in dataclasses.fields(Config):
+def parse_args(argv=None, config_type=Config, description: str = __doc__):
+    """A ``config_type`` dataclass from the command line: a flag per field."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
+    for field in dataclasses.fields(config_type):
         flag = "--" + field.name.replace("_", "-")
         default = field.default
         if isinstance(default, bool):
@@ -346,7 +387,7 @@ def parse_args(argv=None) -> Config:
             parser.add_argument(flag, type=type(default), default=default)
     args = parser.parse_args(argv)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()}
-    return Config(**values)
+    return config_type(**values)
 
 
 if __name__ == "__main__":
