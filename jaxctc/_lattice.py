@@ -652,9 +652,14 @@ def forward_weights(
       (meaningless on padded frames, which leave the alphas unchanged) and
       every frame's log-normalizer (a ``LogNorm`` of ``[T, B]`` parts).
     """
-    batch, n = lattice.labels.shape
-    blank0 = jnp.full((batch, n + 1), log_epsilon, dtype).at[:, 0].set(0.0)
-    label0 = jnp.full((batch, n), log_epsilon, dtype)
+    n = lattice.labels.shape[1]
+    # Filled like the lattice's arrays, so that on a batch-sharded mesh the
+    # carry, and every weight computed from it, is sharded like the batch.
+    first = jnp.arange(n + 1) == 0
+    blank0 = jnp.where(
+        first, 0.0, jnp.full_like(lattice.final_blank, log_epsilon, dtype)
+    )
+    label0 = jnp.full_like(lattice.final_label, log_epsilon, dtype)
 
     def step(carry, t):
         blank, label = carry
