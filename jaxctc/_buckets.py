@@ -73,18 +73,25 @@ def build(key_a, key_b, values, empty) -> BucketTable:
     )
 
 
+def take(table, *index):
+    """``table[index]`` of a replicated ``table`` at (possibly batch-sharded)
+    int32 ``index`` arrays: the result is sharded like the index, which a mesh
+    with explicit axes needs said (a plain gather there is ambiguous)."""
+    return table.at[index].get(out_sharding=jax.typeof(index[0]).sharding)
+
+
 def lookup(table: BucketTable, a, b):
     """``(found, *values)`` of the keys ``(a, b)``, elementwise (int32 arrays
     of one shape); a missed key gives each column's ``empty`` value."""
     num_buckets = table.bucket_start.shape[0]
     bucket = _hash(a, b, jnp) & np.uint32(num_buckets - 1)
-    first = table.bucket_start[bucket.astype(jnp.int32)]
+    first = take(table.bucket_start, bucket.astype(jnp.int32))
     offsets = jnp.arange(table.probes, dtype=jnp.int32)
     pos = first[..., None] + offsets.reshape((1,) * first.ndim + (table.probes,))
-    keys = table.keys[pos]
+    keys = take(table.keys, pos)
     hit = (keys[..., 0] == a[..., None]) & (keys[..., 1] == b[..., None])
     found = jnp.any(hit, axis=-1)
     entry = jnp.take_along_axis(pos, jnp.argmax(hit, axis=-1)[..., None], -1)[..., 0]
     # Past the end the padding holds the empty values.
     entry = jnp.where(found, entry, table.keys.shape[0] - 1)
-    return (found, *(v[entry] for v in table.values))
+    return (found, *(take(v, entry) for v in table.values))

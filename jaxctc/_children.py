@@ -64,12 +64,12 @@ class Children:
         if self.mask is None:
             return _buckets.lookup(self.pairs, node, tokens)
         word = tokens >> 5 if self.mask.shape[1] > 1 else jnp.zeros_like(tokens)
-        mask = self.mask[node, word]
+        mask = _buckets.take(self.mask, node, word)
         bit = (tokens & 31).astype(jnp.uint32)
         found = ((mask >> bit) & np.uint32(1)) == 1
         below = mask & ((np.uint32(1) << bit) - np.uint32(1))
         rank = jax.lax.population_count(below).astype(jnp.int32)
-        child = jnp.where(found, self.base[node, word] + rank, -1)
+        child = jnp.where(found, _buckets.take(self.base, node, word) + rank, -1)
         return found, child
 
 

@@ -134,7 +134,7 @@ class Hotwords:
         tokens = jnp.asarray(tokens, jnp.int32)
         node = jnp.broadcast_to(state[..., None], tokens.shape)
         found, after, unit = _buckets.lookup(self.transitions, node, tokens)
-        unit = jnp.where(found, unit, -self.credit[node])
+        unit = jnp.where(found, unit, -_buckets.take(self.credit, node))
         return self.weight * unit, jnp.where(found, after, 0)
 
     def bound(self):
@@ -146,7 +146,7 @@ class Hotwords:
     def final(self, state):
         """The contribution of ending: a match completed by the virtual final
         delimiter, minus the credit of the unfinished one."""
-        return self.weight * self.closing[state]
+        return self.weight * _buckets.take(self.closing, state)
 
 
 def _patterns(phrases, spelling):

@@ -137,11 +137,11 @@ class Lexicon:
         alive = node >= 0
         node = jnp.maximum(node, 0)
         found, child = _buckets.lookup(self.children, node, tokens)
-        begins = self.begins[tokens]
+        begins = _buckets.take(self.begins, tokens)
         after = jnp.where(
             begins == -2,
             jnp.where(found, child, -1),
-            jnp.where(self.complete[node], begins, -1),
+            jnp.where(_buckets.take(self.complete, node), begins, -1),
         )
         after = jnp.where(alive, after, -1)
         # -inf once, where the prefix dies; a dead prefix is -inf already.
@@ -155,7 +155,7 @@ class Lexicon:
     def final(self, state):
         """The contribution of ending: ``-inf`` unless the last word is
         complete."""
-        ok = (state >= 0) & self.complete[jnp.maximum(state, 0)]
+        ok = (state >= 0) & _buckets.take(self.complete, jnp.maximum(state, 0))
         return jnp.where(ok, 0.0, -jnp.inf).astype(jnp.float32)
 
 

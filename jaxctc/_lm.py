@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxctc import _arpa, _children, _ngram
+from jaxctc import _arpa, _buckets, _children, _ngram
 
 
 class LMState(NamedTuple):
@@ -245,7 +245,9 @@ class NGramLM:
         and the LM state after it."""
         node = state.node
         has_word = node != 0
-        word = jnp.where(node > 0, self.node_word[jnp.maximum(node, 0)], self.unk)
+        word = jnp.where(
+            node > 0, _buckets.take(self.node_word, jnp.maximum(node, 0)), self.unk
+        )
         log_prob, after = _ngram.advance(self.tables, state.lm, word)
         # A valid prefix that is no word gets its unk_score now (a broken one
         # got it when it broke).
@@ -262,7 +264,7 @@ class NGramLM:
             lambda x: jnp.broadcast_to(x[..., None], tokens.shape), state
         )
         if self.delimiter < 0:
-            word = self.class_word[tokens]
+            word = _buckets.take(self.class_word, tokens)
             log_prob, after = _ngram.advance(self.tables, state.lm[..., None], word)
             delta = self.weight * log_prob + self.bonus
             return delta, LMState(after, expand.node)

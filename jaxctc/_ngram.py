@@ -176,8 +176,8 @@ def advance(tables: NGramTables, state, word):
     # tries are independent, so they are one lookup, not a chain of them.
     contexts, paid = [state], [jnp.zeros(state.shape, jnp.float32)]
     for _ in range(tables.order - 1):
-        paid.append(paid[-1] + tables.backoff[contexts[-1]])
-        contexts.append(tables.backoff_state[contexts[-1]])
+        paid.append(paid[-1] + _buckets.take(tables.backoff, contexts[-1]))
+        contexts.append(_buckets.take(tables.backoff_state, contexts[-1]))
     shape = jnp.broadcast_shapes(state.shape, word.shape) + (tables.order,)
     contexts = jnp.broadcast_to(jnp.stack(contexts, axis=-1), shape)
     paid = jnp.broadcast_to(jnp.stack(paid, axis=-1), shape)

@@ -163,7 +163,8 @@ def test_bad_arguments_name_themselves():
         Lexicon(["ab"], LABELS + ["b"])
 
 
-def test_batch_sharded_over_8_devices(tmp_path):
+@pytest.mark.parametrize("mode", ["Auto", "Explicit"])
+def test_batch_sharded_over_8_devices(tmp_path, mode):
     # As tests/test_sharding.py: 8 CPU devices in a subprocess; the scorers'
     # tables are replicated, every sequence's search stays on its device.
     script = f"""
@@ -186,8 +187,8 @@ logits = (2.5 * rng.normal(size=(16, 10, 5))).astype(np.float32)
 paddings = np.zeros((16, 10), np.float32)
 f = jax.jit(lambda x, p, s: jaxctc.prefix_beam_search(x, p, beam_width=4, scorers=s))
 want = f(logits, paddings, scorers)
-# Auto axes, as NGramLM supports (see the report on Explicit ones).
-mesh = jax.make_mesh((8,), ("batch",), axis_types=(jax.sharding.AxisType.Auto,))
+# Explicit axes need the tables' gathers to say their output's sharding.
+mesh = jax.make_mesh((8,), ("batch",), axis_types=(jax.sharding.AxisType.{mode},))
 shard = lambda a: jax.device_put(a, NamedSharding(mesh, P("batch")))
 got = f(shard(logits), shard(paddings), scorers)
 hlo = f.lower(shard(logits), shard(paddings), scorers).compile().as_text()
