@@ -234,3 +234,74 @@ def test_token_lm_contribution_is_at_most_its_bound(tmp_path):
             delta, after = lm.score(state, jnp.broadcast_to(jnp.arange(1, 6), (4, 5)))
             assert float(jnp.max(delta)) <= float(lm.bound()) + 1e-6
             state = jax.tree.map(lambda a, k=k: a[:, k - 1], after)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _NeuralLM:
+    """A user's own scorer: a small neural token LM (an MLP over the
+    embeddings of the last two tokens), fused through the protocol alone."""
+
+    embed: jax.Array  # [K + 1, D]: the classes, then "before the start"
+    hidden: jax.Array  # [2D, H]
+    out: jax.Array  # [H, K + 1]: the classes, then the end
+    weight: float = dataclasses.field(metadata=dict(static=True))
+
+    def init(self, shape=()):
+        start = self.embed.shape[0] - 1
+        return (jnp.full(shape, start, jnp.int32), jnp.full(shape, start, jnp.int32))
+
+    def _log_probs(self, state):
+        x = jnp.concatenate([self.embed[state[0]], self.embed[state[1]]], axis=-1)
+        return jax.nn.log_softmax(jnp.tanh(x @ self.hidden) @ self.out, axis=-1)
+
+    def score(self, state, tokens):
+        log_probs = self._log_probs(state)  # S + [K + 1]
+        delta = jnp.take_along_axis(log_probs, tokens, axis=-1)
+        last = jnp.broadcast_to(state[1][..., None], tokens.shape)
+        return self.weight * delta, (last, tokens)
+
+    def final(self, state):
+        return self.weight * self._log_probs(state)[..., -1]
+
+
+def test_a_neural_scorer_equals_the_search_with_its_scores_tabulated():
+    rng = np.random.default_rng(3)
+    classes, dim, hid = 6, 4, 8
+    params = [
+        rng.normal(size=s)
+        for s in ((classes + 1, dim), (2 * dim, hid), (hid, classes + 1))
+    ]
+    lm = _NeuralLM(*(jnp.asarray(p, jnp.float32) for p in params), weight=0.7)
+
+    def table(prev2, prev1):  # float64 NumPy, from the prefix alone
+        x = np.concatenate([params[0][prev2], params[0][prev1]])
+        z = np.tanh(x @ params[1]) @ params[2]
+        return z - np.logaddexp.reduce(z)
+
+    def contexts(labelling):
+        padded = [classes, classes, *labelling]
+        return [(padded[i], padded[i + 1]) for i in range(len(labelling) + 1)]
+
+    def partial(labelling):
+        return 0.7 * sum(
+            table(*c)[k] for c, k in zip(contexts(labelling), labelling, strict=False)
+        )
+
+    def final(labelling):
+        return 0.7 * table(*contexts(labelling)[-1])[-1]
+
+    logits, paddings = ref.random_batch(rng, 3, 8, classes, scale=2.0)
+    logits = logits.astype(np.float32)
+    width = 3
+    hyp = jaxctc.prefix_beam_search(
+        logits, paddings, beam_width=width, top_paths=2, scorers=(lm,)
+    )
+    for b in range(3):
+        lp = ref.log_softmax(logits[b][paddings[b] == 0])
+        allowed = [set(np.argsort(-row[1:])[: width + 1] + 1) for row in lp]
+        want = ref.beam_search(lp, width, 0, allowed=allowed, fusion=(partial, final))
+        for p, (labelling, log_prob, score) in enumerate(want[:2]):
+            assert ref.unpad(hyp.labels[b, p], hyp.label_paddings[b, p]) == labelling
+            np.testing.assert_allclose(hyp.log_probs[b, p], log_prob, atol=1e-5)
+            np.testing.assert_allclose(hyp.scores[b, p], score, rtol=1e-5, atol=1e-4)
