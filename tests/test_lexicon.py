@@ -5,12 +5,6 @@ NGramLM and Hotwords, batch-sharded too, and pyctcdecode's BPE case."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +14,7 @@ import jaxctc
 from jaxctc import Hotwords, Lexicon, NGramLM
 from tests import arpa_references as aref
 from tests import references as ref
+from tests.devices import run_on_8_devices
 from tests.test_hotwords import (
     LABELS,
     WORDS,
@@ -200,19 +195,6 @@ print(json.dumps(dict(
     spec=str(got.labels.sharding.spec),
 )))
 """
-    root = Path(jaxctc.__file__).resolve().parents[1]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=root,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_on_8_devices(script)
     assert report["devices"] == 8 and report["equal"]
     assert report["collectives"] == [] and "batch" in report["spec"]

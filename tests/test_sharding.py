@@ -12,15 +12,10 @@ the beam search's one boolean per frame at K > 64 (does any sequence need the
 exact re-run of its frame).
 """
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 import jaxctc
+from tests.devices import run_on_8_devices
 
 SCRIPT = r"""
 import json, re, sys
@@ -101,20 +96,7 @@ print(json.dumps(out))
 
 
 def run_sharded(axis_type):
-    root = Path(jaxctc.__file__).resolve().parents[1]
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, axis_type],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_on_8_devices(SCRIPT, axis_type)
 
 
 NAMES = (
