@@ -5,6 +5,12 @@ The public API; every module whose name starts with ``_`` is private.
 
 from jaxctc._align import Alignment, forced_align, posteriors
 from jaxctc._beam import prefix_beam_search
+from jaxctc._beam_streaming import (
+    PrefixBeamSearchState,
+    prefix_beam_search_init,
+    prefix_beam_search_result,
+    prefix_beam_search_update,
+)
 from jaxctc._greedy import greedy_decode
 from jaxctc._hotwords import Hotwords
 from jaxctc._hypotheses import Hypotheses
@@ -27,6 +33,7 @@ __all__ = [
     "Hypotheses",
     "Lexicon",
     "NGramLM",
+    "PrefixBeamSearchState",
     "char_error_rate",
     "ctc_loss",
     "ctc_loss_with_forward_probs",
@@ -36,6 +43,9 @@ __all__ = [
     "greedy_decode",
     "posteriors",
     "prefix_beam_search",
+    "prefix_beam_search_init",
+    "prefix_beam_search_result",
+    "prefix_beam_search_update",
     "prefix_search",
     "sequence_log_probs",
     "word_error_rate",

@@ -389,6 +389,21 @@ class _Options(NamedTuple):
     top_k: int | None
 
 
+def search_options(num_classes, blank_id, width, max_length, top_k, scorers):
+    """The search's static options for ``K = num_classes``."""
+    tokens = max(num_classes - 1, 1)  # the non-blank classes (K = 1: none)
+    if scorers:
+        # No rule makes fewer classes exact with scorers: the frame's
+        # `token_top_k` (default W + 1) best classes are the candidates. The
+        # scorers' bounds let the step try the few best of them first.
+        exact = min(top_k or width + 1, tokens)
+    else:
+        exact = min(width + 1, tokens, top_k or tokens)
+    few_first = num_classes > _ALL_CLASSES and _bounded(scorers)
+    first = min(_FIRST_CANDIDATES, exact) if few_first else exact
+    return _Options(blank_id, width, max_length, first, exact, top_k)
+
+
 def _thresholds(best, norm, min_log_prob, skip_log_prob, floor):
     """``[B, T]`` the lowest score (logit - shift) a class needs to extend a
     prefix on each frame (``+inf``: no class may)."""
@@ -416,16 +431,29 @@ def _exact_candidates(row, shift, threshold, options):
     return classes.astype(jnp.int32), scores
 
 
+def _bounded(scorers):
+    """Whether every scorer bounds its contribution of a token (``bound()``)."""
+    return all(hasattr(s, "bound") for s in scorers)
+
+
 def _fusion_bound(scorers):
     """An upper bound on the scorers' summed contribution of one token (a
     scalar; ``+inf`` unless every scorer has a ``bound()``)."""
-    if not all(hasattr(s, "bound") for s in scorers):
+    if not _bounded(scorers):
         return jnp.float32(np.inf)
     bound = sum(jnp.asarray(s.bound(), jnp.float32) for s in scorers)
     return jnp.where(jnp.isnan(bound), jnp.inf, bound)  # NaN: no bound
 
 
-def _search(logits, logit_paddings, min_log_prob, skip_log_prob, scorers, options):
+def _search(
+    logits, logit_paddings, min_log_prob, skip_log_prob, scorers, options, init=None
+):
+    """The scan over the frames of ``logits`` from the beams ``init`` (``[B,
+    W]`` fields; default the empty prefix). Returns the beams after the last
+    frame, the trace ``[B, T, W]`` (each frame's sources, last tokens and
+    lengths) for reading alignments back, the sum of the valid frames'
+    log-normalizers ``[B]`` and per sequence whether a logit was NaN or +inf.
+    """
     batch, frames, num_classes = logits.shape
     dtype = compute_dtype(logits)
     width = options.width
@@ -537,9 +565,11 @@ def _search(logits, logit_paddings, min_log_prob, skip_log_prob, scorers, option
     # carry is then batched (and batch-sharded) from the first trace of its
     # step; a constant carry mixes replicated and sharded operands in gathers.
     any_valid = jnp.any(valid, axis=1)
+    if init is None:
+        init = jax.tree.map(lambda a: a[None], initial_beams(width, dtype, scorers))
     init = jax.tree.map(
-        lambda a: jnp.where(any_valid.reshape((-1,) + (1,) * a.ndim), a[None], a[None]),
-        initial_beams(width, dtype, scorers),
+        lambda a: jnp.where(any_valid.reshape((-1,) + (1,) * (a.ndim - 1)), a, a),
+        init,
     )
     xs = (
         jnp.arange(frames, dtype=jnp.int32),
@@ -558,9 +588,25 @@ def _search(logits, logit_paddings, min_log_prob, skip_log_prob, scorers, option
     return beams, trace, offset, jnp.any(bad, axis=1)
 
 
-def _read_back(beams, trace, valid, offset, paths, max_length, scorers=()):
-    """The ``paths`` best hypotheses of one sequence and their tokens' frames."""
-    frames = valid.shape[0]
+class Ranked(NamedTuple):
+    """The ``P`` best beams of one sequence after its last frame (``[P]``).
+
+    ``slot``: the beam; ``ranks``: its ranking score (log-probability plus
+    the scorers' contributions, their end terms included); ``log_probs``;
+    ``alive``: whether it holds a hypothesis; ``sub``: 1 where its best
+    alignment ends on its last token, else 0.
+    """
+
+    slot: jax.Array
+    ranks: jax.Array
+    log_probs: jax.Array
+    alive: jax.Array
+    sub: jax.Array
+
+
+def rank_beams(beams, offset, paths, scorers=()):
+    """The ``paths`` best of one sequence's beams (see :class:`Ranked`);
+    ``offset`` is the sum of its valid frames' log-normalizers."""
     total = jnp.minimum(jnp.logaddexp(beams.blank, beams.label) - offset, 0.0)
     rank = total
     if scorers:
@@ -574,20 +620,38 @@ def _read_back(beams, trace, valid, offset, paths, max_length, scorers=()):
     alive = (total[slot] > _NEG_INF) & (ranks > _NEG_INF)
     scores = jnp.where(alive, total[slot], _NEG_INF)
     sub = (beams.best_label[slot] > beams.best_blank[slot]).astype(jnp.int32)
+    return Ranked(slot, ranks, scores, alive, sub)
 
-    # Read each hypothesis' best alignment back, last frame first.
+
+def trace_back(slot, sub, trace, valid, max_length):
+    """Follows the best alignments of the beams ``slot`` (ending ``sub``: 1
+    on the last token, 0 on a blank) back over the frames of ``trace``.
+
+    Returns where they came from at the first frame (``slot``, ``sub``) and
+    ``[T, R]`` per frame the position of the token the alignment is on
+    (``max_length`` on a blank or a padded frame) and that token.
+    """
+
     def back(state, y):
         slot, sub = state
         src_blank, src_label, last, length, ok = y
-        on_token = ok & (sub == 1) & alive
+        on_token = ok & (sub == 1)
         position = jnp.where(on_token, length[slot] - 1, max_length)
         code = jnp.where(sub == 1, src_label[slot], src_blank[slot])
         state = (jnp.where(ok, code // 2, slot), jnp.where(ok, code % 2, sub))
         return state, (position, last[slot])
 
-    _, (position, token) = jax.lax.scan(
-        back, (slot, sub), (*trace, valid), reverse=True
-    )
+    return jax.lax.scan(back, (slot, sub), (*trace, valid), reverse=True)
+
+
+def _read_back(beams, trace, valid, offset, paths, max_length, scorers=()):
+    """The ``paths`` best hypotheses of one sequence and their tokens' frames."""
+    frames = valid.shape[0]
+    slot, ranks, scores, alive, sub = rank_beams(beams, offset, paths, scorers)
+
+    # Read each hypothesis' best alignment back, last frame first.
+    _, (position, token) = trace_back(slot, sub, trace, valid, max_length)
+    position = jnp.where(alive, position, max_length)
     t = jnp.arange(frames, dtype=jnp.int32)
     labels, starts, ends = scatter_spans(position.T, token.T, t, max_length)
     length = jnp.where(alive, beams.length[slot], 0)
@@ -781,19 +845,9 @@ def _beam_search(
     max_length,
     top_k,
 ):
-    num_classes = logits.shape[2]
-    tokens = max(num_classes - 1, 1)  # the non-blank classes (K = 1: none)
-    if scorers:
-        # No rule makes fewer classes exact with scorers: the frame's
-        # `token_top_k` (default W + 1) best classes are the candidates. The
-        # scorers' bounds let the step try the few best of them first.
-        exact = min(top_k or width + 1, tokens)
-    else:
-        exact = min(width + 1, tokens, top_k or tokens)
-    bounded = all(hasattr(s, "bound") for s in scorers)
-    few_first = num_classes > _ALL_CLASSES and bounded
-    first = min(_FIRST_CANDIDATES, exact) if few_first else exact
-    options = _Options(blank_id, width, max_length, first, exact, top_k)
+    options = search_options(
+        logits.shape[2], blank_id, width, max_length, top_k, scorers
+    )
     beams, trace, offset, has_nan = _search(
         logits, logit_paddings, min_log_prob, skip_log_prob, scorers, options
     )

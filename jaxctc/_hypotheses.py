@@ -84,23 +84,53 @@ def compute_dtype(logits):
     return _lattice.compute_dtype(logits.dtype)
 
 
-def scatter_spans(positions, tokens, frames, size):
-    """Labels, starts and ends ``[R, size]`` from per-frame token positions.
+_NO_START = np.iinfo(np.int32).max  # a start no frame has: min-scatters need it
+
+
+def empty_spans(shape):
+    """Labels, starts and ends of ``shape`` with no token: the starting point
+    of :func:`add_spans` (starts hold a sentinel above every frame number)."""
+    return (
+        jnp.zeros(shape, jnp.int32),
+        jnp.full(shape, _NO_START, jnp.int32),
+        jnp.full(shape, -1, jnp.int32),
+    )
+
+
+def add_spans(spans, positions, tokens, frames):
+    """Writes the tokens of frames into ``spans`` (labels, starts, ends, each
+    ``[R, size]``, from :func:`empty_spans` or an earlier call).
 
     ``positions`` (``[R, F]``) is the token index each frame belongs to, or
     ``size`` for frames that belong to no token (dropped); ``frames`` (``[F]``)
-    the frame numbers, shared by the rows. Each row scatters on
-    its own (vmapped), so a batch-sharded input needs no communication.
+    the frame numbers, shared by the rows. A token's start is its first
+    frame, its end its last, over every call. Each row scatters on its own
+    (vmapped), so a batch-sharded input needs no communication.
     """
-    big = np.iinfo(np.int32).max
 
-    def one(pos, tok, frame):
-        labels = jnp.zeros((size,), jnp.int32).at[pos].set(tok, mode="drop")
-        starts = jnp.full((size,), big, jnp.int32).at[pos].min(frame, mode="drop")
-        ends = jnp.full((size,), -1, jnp.int32).at[pos].max(frame, mode="drop")
-        return labels, jnp.where(starts == big, -1, starts), ends
+    def one(labels, starts, ends, pos, tok, frame):
+        return (
+            labels.at[pos].set(tok, mode="drop"),
+            starts.at[pos].min(frame, mode="drop"),
+            ends.at[pos].max(frame, mode="drop"),
+        )
 
-    return jax.vmap(one, in_axes=(0, 0, None))(positions, tokens, frames)
+    return jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None))(
+        *spans, positions, tokens, frames
+    )
+
+
+def finish_spans(spans):
+    """``spans`` as :class:`Hypotheses` hold them: -1 where a token has no start."""
+    labels, starts, ends = spans
+    return labels, jnp.where(starts == _NO_START, -1, starts), ends
+
+
+def scatter_spans(positions, tokens, frames, size):
+    """Labels, starts and ends ``[R, size]`` from per-frame token positions
+    (see :func:`add_spans`)."""
+    spans = empty_spans(positions.shape[:1] + (size,))
+    return finish_spans(add_spans(spans, positions, tokens, frames))
 
 
 def length_paddings(lengths, size):
