@@ -11,7 +11,13 @@ from jaxctc._beam_streaming import (
     prefix_beam_search_result,
     prefix_beam_search_update,
 )
-from jaxctc._greedy import greedy_decode
+from jaxctc._greedy import (
+    GreedyDecodeState,
+    greedy_decode,
+    greedy_decode_init,
+    greedy_decode_result,
+    greedy_decode_update,
+)
 from jaxctc._hotwords import Hotwords
 from jaxctc._hypotheses import Hypotheses
 from jaxctc._lexicon import Lexicon
@@ -29,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Alignment",
+    "GreedyDecodeState",
     "Hotwords",
     "Hypotheses",
     "Lexicon",
@@ -41,6 +48,9 @@ __all__ = [
     "feasible",
     "forced_align",
     "greedy_decode",
+    "greedy_decode_init",
+    "greedy_decode_result",
+    "greedy_decode_update",
     "posteriors",
     "prefix_beam_search",
     "prefix_beam_search_init",

@@ -370,7 +370,7 @@ def _step(beams, frame, max_length, scorers=(), fusion_bound=None):
     )
     total = jnp.logaddexp(beams.blank, beams.label)
     if scorers:  # what another class could at most add to a prefix's rank
-        total = total + beams.fusion + fusion_bound
+        total = total + beams.fusion + fusion_bound.astype(total.dtype)
     base = jnp.max(jnp.where(beams.length < max_length, total, _NEG_INF))
     return new, sources, base + frame.bound > worst
 

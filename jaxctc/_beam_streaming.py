@@ -31,8 +31,10 @@ from jaxctc._hypotheses import (
     compute_dtype,
     empty_spans,
     finish_spans,
+    in_dtype,
     length_paddings,
     raise_on_nan,
+    sharded_like,
 )
 
 
@@ -146,7 +148,9 @@ def prefix_beam_search_init(
       token_top_k, token_min_log_prob, blank_skip_log_prob, scorers: as in
         :func:`prefix_beam_search`; the scorers' states (an LM's context, a
         hotword's partial match) are carried across chunks.
-      dtype: the compute dtype of the scores (float32, or float64 with x64).
+      dtype: the compute dtype of the scores (float32, or float64). Chunks
+        of another float dtype are cast to it (bf16 and f16 chunks are read
+        as they are into a float32 state).
 
     Returns:
       A :class:`PrefixBeamSearchState`: the empty prefix, no frame seen.
@@ -264,6 +268,7 @@ def prefix_beam_search_update(
             f"`logits` must have B = {expected[0]} and K = {expected[1]} (the "
             f"state's), got shape {logits.shape}."
         )
+    logits = in_dtype(logits, state.offset.dtype)
     state, has_nan = _update(state, logits, logit_paddings)
     raise_on_nan(has_nan)
     return state
@@ -272,6 +277,10 @@ def prefix_beam_search_update(
 @jax.jit
 def _update(state, logits, logit_paddings):
     width, max_length = state.beam_width, state.max_label_length
+    fields = ("beams", "labels", "starts", "ends", "offset", "limited")
+    state = dataclasses.replace(
+        state, **sharded_like({f: getattr(state, f) for f in fields}, logits)
+    )
     options = _beam.search_options(
         state.num_classes,
         state.blank_id,
@@ -292,10 +301,8 @@ def _update(state, logits, logit_paddings):
     valid = logit_paddings == 0
     frames = state.frame + jnp.arange(logits.shape[1], dtype=jnp.int32)
 
-    def carry(labels, starts, ends, trace, valid):
+    def carry(labels, starts, ends, trace, valid, slot, sub):
         # Every beam's two best alignments, back to the chunk's start.
-        slot = jnp.repeat(jnp.arange(width, dtype=jnp.int32), 2)
-        sub = jnp.tile(jnp.arange(2, dtype=jnp.int32), width)
         (slot, sub), (position, token) = _beam.trace_back(
             slot, sub, trace, valid, max_length
         )
@@ -303,8 +310,16 @@ def _update(state, logits, logit_paddings):
         spans = add_spans(spans, position.T, token.T, frames)
         return jax.tree.map(lambda a: a.reshape(width, 2, max_length), spans)
 
+    batch = logits.shape[0]
+    pairs = (  # (beam, ending) for each of the 2W alignments, per sequence
+        jnp.repeat(jnp.arange(width, dtype=jnp.int32), 2),
+        jnp.tile(jnp.arange(2, dtype=jnp.int32), width),
+    )
+    slot, sub = sharded_like(
+        tuple(jnp.broadcast_to(a, (batch, 2 * width)) for a in pairs), logits
+    )
     labels, starts, ends = jax.vmap(carry)(
-        state.labels, state.starts, state.ends, trace, valid
+        state.labels, state.starts, state.ends, trace, valid, slot, sub
     )
     state = dataclasses.replace(
         state,
@@ -358,7 +373,7 @@ def _result(state, paths):
     def one(beams, labels, starts, ends, offset):
         ranked = _beam.rank_beams(beams, offset, paths, state.scorers)
         length = jnp.where(ranked.alive, beams.length[ranked.slot], 0)
-        inside = jnp.arange(max_length)[None, :] < length[:, None]
+        inside = jnp.arange(max_length, dtype=jnp.int32)[None, :] < length[:, None]
         spans = (
             labels[ranked.slot, ranked.sub],
             starts[ranked.slot, ranked.sub],

@@ -84,6 +84,28 @@ def compute_dtype(logits):
     return _lattice.compute_dtype(logits.dtype)
 
 
+def sharded_like(tree, logits):
+    """The ``[B, ...]`` arrays of ``tree`` with the batch sharding of
+    ``logits`` where it is explicit (a mesh with explicit axes refuses to mix
+    a state made on one device with batch-sharded chunks); else unchanged."""
+    sharding = jax.typeof(logits).sharding
+    if not sharding.mesh.axis_names or sharding.spec[0] is None:
+        return tree
+    axis = sharding.spec[0]
+    return jax.tree.map(
+        lambda a: jax.sharding.reshard(
+            a, sharding.update(spec=(axis,) + (None,) * (a.ndim - 1))
+        ),
+        tree,
+    )
+
+
+def in_dtype(logits, dtype):
+    """``logits`` to be computed in ``dtype`` (a streaming state's): cast
+    unless they already compute in it (bf16/f16 are read as they are)."""
+    return logits if compute_dtype(logits) == dtype else logits.astype(dtype)
+
+
 _NO_START = np.iinfo(np.int32).max  # a start no frame has: min-scatters need it
 
 
