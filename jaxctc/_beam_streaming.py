@@ -26,12 +26,13 @@ from jaxctc import _beam
 from jaxctc._hypotheses import (
     Hypotheses,
     add_spans,
-    check_inputs,
+    check_chunk,
     check_int,
+    check_state,
+    check_stream,
     compute_dtype,
     empty_spans,
     finish_spans,
-    in_dtype,
     length_paddings,
     raise_on_nan,
     sharded_like,
@@ -177,13 +178,7 @@ def prefix_beam_search_init(
       >>> [round(float(x), 4) for x in jnp.exp(hyp.log_probs[0])]
       [0.64, 0.36]
     """
-    batch = check_int("batch_size", batch_size, 0)
-    num_classes = check_int("num_classes", num_classes, 1)
-    blank_id = check_int("blank_id", blank_id, 0)
-    if blank_id >= num_classes:
-        raise ValueError(
-            f"`blank_id` must be in [0, {num_classes}) (`num_classes`), got {blank_id}."
-        )
+    batch, num_classes, blank_id = check_stream(batch_size, num_classes, blank_id)
     width = check_int("beam_width", beam_width, 1)
     max_length = check_int("max_label_length", max_label_length, 0)
     top_k = None
@@ -225,14 +220,6 @@ def _optional_float(name, value):
     return float(value)
 
 
-def _check_state(state, function):
-    if not isinstance(state, PrefixBeamSearchState):
-        raise TypeError(
-            f"`state` must be a PrefixBeamSearchState (from prefix_beam_search_init) "
-            f"for {function}, got {type(state).__name__}."
-        )
-
-
 def prefix_beam_search_update(
     state: PrefixBeamSearchState,
     logits: jax.typing.ArrayLike,
@@ -259,16 +246,15 @@ def prefix_beam_search_update(
         (outside ``jit``), for NaN or ``+inf`` logits or paddings that are
         not 0/1 (as in :func:`prefix_beam_search`).
     """
-    _check_state(state, "prefix_beam_search_update")
-    logits, logit_paddings, _ = check_inputs(logits, logit_paddings, state.blank_id)
-    batch, _, num_classes = logits.shape
-    expected = (state.offset.shape[0], state.num_classes)
-    if (batch, num_classes) != expected:
-        raise ValueError(
-            f"`logits` must have B = {expected[0]} and K = {expected[1]} (the "
-            f"state's), got shape {logits.shape}."
-        )
-    logits = in_dtype(logits, state.offset.dtype)
+    check_state(state, PrefixBeamSearchState, "prefix_beam_search")
+    logits, logit_paddings = check_chunk(
+        logits,
+        logit_paddings,
+        state.blank_id,
+        state.offset.shape[0],
+        state.num_classes,
+        state.offset.dtype,
+    )
     state, has_nan = _update(state, logits, logit_paddings)
     raise_on_nan(has_nan)
     return state
@@ -357,7 +343,7 @@ def prefix_beam_search_result(
         ``top_paths`` is not a Python int.
       ValueError: for ``top_paths`` outside ``[1, beam_width]``.
     """
-    _check_state(state, "prefix_beam_search_result")
+    check_state(state, PrefixBeamSearchState, "prefix_beam_search")
     paths = check_int("top_paths", top_paths, 1)
     if paths > state.beam_width:
         raise ValueError(

@@ -16,12 +16,14 @@ from jaxctc import _frames, _lattice
 from jaxctc._hypotheses import (
     Hypotheses,
     add_spans,
+    check_chunk,
     check_inputs,
     check_int,
+    check_state,
+    check_stream,
     compute_dtype,
     empty_spans,
     finish_spans,
-    in_dtype,
     length_paddings,
     raise_on_nan,
     sharded_like,
@@ -218,25 +220,11 @@ def greedy_decode_init(
       >>> hyp.labels[0, :2].tolist(), hyp.starts[0, :2].tolist()
       ([1, 2], [0, 3])
     """
-    batch = check_int("batch_size", batch_size, 0)
-    num_classes = check_int("num_classes", num_classes, 1)
-    blank_id = check_int("blank_id", blank_id, 0)
-    if blank_id >= num_classes:
-        raise ValueError(
-            f"`blank_id` must be in [0, {num_classes}) (`num_classes`), got {blank_id}."
-        )
+    batch, num_classes, blank_id = check_stream(batch_size, num_classes, blank_id)
     merge_repeated = _lattice.check_bool("merge_repeated", merge_repeated)
     max_length = check_int("max_label_length", max_label_length, 0)
     dtype = compute_dtype(jnp.zeros((), dtype))
     return _initial(batch, num_classes, blank_id, merge_repeated, max_length, dtype)
-
-
-def _check_state(state, function):
-    if not isinstance(state, GreedyDecodeState):
-        raise TypeError(
-            f"`state` must be a GreedyDecodeState (from greedy_decode_init) for "
-            f"{function}, got {type(state).__name__}."
-        )
 
 
 def greedy_decode_update(
@@ -261,16 +249,15 @@ def greedy_decode_update(
         state's, or for a bad rank or shape; with concrete values (outside
         ``jit``), for NaN or ``+inf`` logits or paddings that are not 0/1.
     """
-    _check_state(state, "greedy_decode_update")
-    logits, logit_paddings, _ = check_inputs(logits, logit_paddings, state.blank_id)
-    batch, _, num_classes = logits.shape
-    expected = (state.last.shape[0], state.num_classes)
-    if (batch, num_classes) != expected:
-        raise ValueError(
-            f"`logits` must have B = {expected[0]} and K = {expected[1]} (the "
-            f"state's), got shape {logits.shape}."
-        )
-    logits = in_dtype(logits, state.log_probs.dtype)
+    check_state(state, GreedyDecodeState, "greedy_decode")
+    logits, logit_paddings = check_chunk(
+        logits,
+        logit_paddings,
+        state.blank_id,
+        state.last.shape[0],
+        state.num_classes,
+        state.log_probs.dtype,
+    )
     state, has_nan = _update(state, logits, logit_paddings)
     raise_on_nan(has_nan)
     return state
@@ -287,7 +274,7 @@ def greedy_decode_result(state: GreedyDecodeState) -> Hypotheses:
     Raises:
       TypeError: if ``state`` is not a :class:`GreedyDecodeState`.
     """
-    _check_state(state, "greedy_decode_result")
+    check_state(state, GreedyDecodeState, "greedy_decode")
     return _result(state)
 
 

@@ -80,6 +80,42 @@ def check_int(name, value, low):
     return int(value)
 
 
+def check_stream(batch_size, num_classes, blank_id):
+    """A streaming decoder's sizes: ``B >= 0``, ``K >= 1``, the blank in
+    ``[0, K)``."""
+    batch = check_int("batch_size", batch_size, 0)
+    num_classes = check_int("num_classes", num_classes, 1)
+    blank_id = check_int("blank_id", blank_id, 0)
+    if blank_id >= num_classes:
+        raise ValueError(
+            f"`blank_id` must be in [0, {num_classes}) (`num_classes`), got {blank_id}."
+        )
+    return batch, num_classes, blank_id
+
+
+def check_state(state, cls, function):
+    if not isinstance(state, cls):
+        raise TypeError(
+            f"`state` must be a {cls.__name__} (from {function}_init) for "
+            f"{function}_update/_result, got {type(state).__name__}."
+        )
+
+
+def check_chunk(logits, logit_paddings, blank_id, batch, num_classes, dtype):
+    """A chunk's checks against its streaming state's ``B``, ``K`` and compute
+    ``dtype`` (chunks of another float dtype are cast to it; bf16/f16 are read
+    as they are)."""
+    logits, logit_paddings, _ = check_inputs(logits, logit_paddings, blank_id)
+    if logits.shape[0] != batch or logits.shape[2] != num_classes:
+        raise ValueError(
+            f"`logits` must have B = {batch} and K = {num_classes} (the "
+            f"state's), got shape {logits.shape}."
+        )
+    if compute_dtype(logits) != dtype:
+        logits = logits.astype(dtype)
+    return logits, logit_paddings
+
+
 def compute_dtype(logits):
     return _lattice.compute_dtype(logits.dtype)
 
@@ -98,12 +134,6 @@ def sharded_like(tree, logits):
         ),
         tree,
     )
-
-
-def in_dtype(logits, dtype):
-    """``logits`` to be computed in ``dtype`` (a streaming state's): cast
-    unless they already compute in it (bf16/f16 are read as they are)."""
-    return logits if compute_dtype(logits) == dtype else logits.astype(dtype)
 
 
 _NO_START = np.iinfo(np.int32).max  # a start no frame has: min-scatters need it
