@@ -245,6 +245,19 @@ def prefix_beam_search_update(
         the state's, or for a bad rank or shape; with concrete values
         (outside ``jit``), for NaN or ``+inf`` logits or paddings that are
         not 0/1 (as in :func:`prefix_beam_search`).
+
+    Examples:
+      Chunks of any size, the last one padded:
+
+      >>> import jax.numpy as jnp, jaxctc
+      >>> x = jnp.log(jnp.array([[[.6, .4], [.6, .4], [.5, .5]]]))
+      >>> state = jaxctc.prefix_beam_search_init(1, 2, max_label_length=3)
+      >>> state = jaxctc.prefix_beam_search_update(state, x[:, :2], jnp.zeros((1, 2)))
+      >>> state = jaxctc.prefix_beam_search_update(
+      ...     state, jnp.concatenate([x[:, 2:], x[:, 2:]], 1),
+      ...     jnp.array([[0.0, 1.0]]))
+      >>> int(state.frame)
+      4
     """
     check_state(state, PrefixBeamSearchState, "prefix_beam_search")
     logits, logit_paddings = check_chunk(
@@ -342,6 +355,14 @@ def prefix_beam_search_result(
       TypeError: if ``state`` is not a :class:`PrefixBeamSearchState`, or
         ``top_paths`` is not a Python int.
       ValueError: for ``top_paths`` outside ``[1, beam_width]``.
+
+    Examples:
+      Before any frame: the empty labelling, probability 1.
+
+      >>> import jaxctc
+      >>> state = jaxctc.prefix_beam_search_init(1, 3, max_label_length=2)
+      >>> jaxctc.prefix_beam_search_result(state).log_probs.tolist()
+      [[0.0]]
     """
     check_state(state, PrefixBeamSearchState, "prefix_beam_search")
     paths = check_int("top_paths", top_paths, 1)

@@ -248,6 +248,17 @@ def greedy_decode_update(
       ValueError: at trace time, if ``logits``' ``B`` or ``K`` differ from the
         state's, or for a bad rank or shape; with concrete values (outside
         ``jit``), for NaN or ``+inf`` logits or paddings that are not 0/1.
+
+    Examples:
+      A run of class 1 cut by the chunk edge stays one token:
+
+      >>> import jax.numpy as jnp, jaxctc
+      >>> x = jnp.log(jnp.array([[[.1, .9], [.1, .9], [.9, .1]]]))
+      >>> state = jaxctc.greedy_decode_init(1, 2, max_label_length=3)
+      >>> state = jaxctc.greedy_decode_update(state, x[:, :1], jnp.zeros((1, 1)))
+      >>> state = jaxctc.greedy_decode_update(state, x[:, 1:], jnp.zeros((1, 2)))
+      >>> int(state.num_labels[0]), int(state.frame)
+      (1, 3)
     """
     check_state(state, GreedyDecodeState, "greedy_decode")
     logits, logit_paddings = check_chunk(
@@ -266,6 +277,9 @@ def greedy_decode_update(
 def greedy_decode_result(state: GreedyDecodeState) -> Hypotheses:
     """The greedy decoding of the frames seen so far (pure).
 
+    Args:
+      state: from :func:`greedy_decode_init` or :func:`greedy_decode_update`.
+
     Returns:
       :class:`Hypotheses` as :func:`greedy_decode` returns them, ``[B, L]``
       with ``L = max_label_length``: the first ``L`` tokens where there are
@@ -273,6 +287,15 @@ def greedy_decode_result(state: GreedyDecodeState) -> Hypotheses:
 
     Raises:
       TypeError: if ``state`` is not a :class:`GreedyDecodeState`.
+
+    Examples:
+      Before any frame: no token, log-probability 0.
+
+      >>> import jaxctc
+      >>> hyp = jaxctc.greedy_decode_result(
+      ...     jaxctc.greedy_decode_init(1, 3, max_label_length=2))
+      >>> hyp.label_paddings.tolist(), hyp.log_probs.tolist()
+      ([[1.0, 1.0]], [0.0])
     """
     check_state(state, GreedyDecodeState, "greedy_decode")
     return _result(state)
