@@ -320,6 +320,7 @@ def _update(state, logits, logit_paddings):
     labels, starts, ends = jax.vmap(carry)(
         state.labels, state.starts, state.ends, trace, valid, slot, sub
     )
+    alive = jnp.logaddexp(beams.blank, beams.label) > -jnp.inf
     state = dataclasses.replace(
         state,
         beams=beams,
@@ -328,7 +329,7 @@ def _update(state, logits, logit_paddings):
         ends=ends,
         offset=state.offset + offset,
         frame=state.frame + logits.shape[1],
-        limited=state.limited | jnp.any(beams.length >= max_length, axis=1),
+        limited=state.limited | jnp.any(alive & (beams.length >= max_length), axis=1),
     )
     return state, has_nan
 

@@ -125,7 +125,7 @@ def sharded_like(tree, logits):
     ``logits`` where it is explicit (a mesh with explicit axes refuses to mix
     a state made on one device with batch-sharded chunks); else unchanged."""
     sharding = jax.typeof(logits).sharding
-    if not sharding.mesh.axis_names or sharding.spec[0] is None:
+    if not sharding.mesh.axis_names or not sharding.spec or sharding.spec[0] is None:
         return tree
     axis = sharding.spec[0]
     return jax.tree.map(

@@ -255,6 +255,17 @@ def test_empty_chunks_batches_and_states():
         )
     )
     assert hyp.labels.shape == (0, 1, 4)
+    # No room for a token: the empty labelling, flagged as limited.
+    logits, paddings = beam_case("random", 3, frames=6)
+    state = jaxctc.prefix_beam_search_update(
+        jaxctc.prefix_beam_search_init(4, 6, beam_width=3, max_label_length=0),
+        logits,
+        paddings,
+    )
+    hyp = jaxctc.prefix_beam_search_result(state)
+    want = jaxctc.prefix_beam_search(logits, paddings, beam_width=3, max_label_length=0)
+    assert hyp.labels.shape == (4, 1, 0) and np.all(state.limited)
+    np.testing.assert_allclose(hyp.log_probs, want.log_probs, rtol=1e-6)
 
 
 def test_bad_input_names_the_argument():
