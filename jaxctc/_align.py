@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import export
 
 from jaxctc import _lattice, _loss
 
@@ -40,9 +41,7 @@ class Alignment(NamedTuple):
 
 
 # So that a ``jax.export``-ed forced_align can be serialized with its output.
-jax.export.register_namedtuple_serialization(
-    Alignment, serialized_name="jaxctc.Alignment"
-)
+export.register_namedtuple_serialization(Alignment, serialized_name="jaxctc.Alignment")
 
 
 # The backtrack. A path's predecessor state at the previous valid frame is the

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import export
 
 from jaxctc import _lattice
 
@@ -41,7 +42,7 @@ class Hypotheses(NamedTuple):
 
 
 # So that an exported decoder can be serialized with its output.
-jax.export.register_namedtuple_serialization(
+export.register_namedtuple_serialization(
     Hypotheses, serialized_name="jaxctc.Hypotheses"
 )
 
