@@ -1,4 +1,4 @@
-"""What the decoders return, and the input checks they share."""
+"""What the decoders return, and the helpers that build it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export
 
-from jaxctc import _lattice
+from jaxctc import _checks
 
 
 class Hypotheses(NamedTuple):
@@ -47,45 +47,21 @@ export.register_namedtuple_serialization(
 )
 
 
-def check_inputs(logits, logit_paddings, blank_id):
-    """The decoders' static checks; paddings that are not 0/1 raise when known.
-
-    NaN and ``+inf`` logits are found by the decoders' own pass over the
-    logits (they win every maximum), see :func:`raise_on_nan`.
-    """
-    logits, logit_paddings = _lattice.check_logits(logits, logit_paddings)
-    blank_id = _lattice.check_blank_id(blank_id, logits.shape[2])
-    _lattice.check_paddings(logit_paddings, "logit_paddings")
-    return logits, logit_paddings, blank_id
+# The decoders' checks, read from here by _beam.py and _greedy.py; they
+# belong to _checks (to move when those modules import _checks).
+check_inputs = _checks.check_decoder_inputs
+check_int = _checks.python_int
+raise_on_nan = _checks.raise_on_nan
 
 
-def raise_on_nan(has_nan):
-    """Raises for NaN or ``+inf`` logits when the per-sequence flags ``[B]``
-    are known (outside ``jit``); they stay per sequence so that a
-    batch-sharded decoder needs no communication.
-
-    Under ``jit`` such a frame decodes to an unspecified hypothesis and score.
-    """
-    _lattice.require(
-        ~jnp.any(has_nan),
-        "`logits` contain NaN or +inf: only finite values and -inf (a masked "
-        "class) are allowed.",
-    )
+def compute_dtype(logits: jax.Array) -> np.dtype:
+    """``_checks.compute_dtype`` of the logits' dtype (for _beam.py)."""
+    return _checks.compute_dtype(logits.dtype)
 
 
-def check_int(name, value, low):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a Python int, got {value!r}.")
-    if value < low:
-        raise ValueError(f"`{name}` must be >= {low}, got {value}.")
-    return int(value)
-
-
-def compute_dtype(logits):
-    return _lattice.compute_dtype(logits.dtype)
-
-
-def scatter_spans(positions, tokens, frames, size):
+def scatter_spans(
+    positions: jax.Array, tokens: jax.Array, frames: jax.Array, size: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Labels, starts and ends ``[R, size]`` from per-frame token positions.
 
     ``positions`` (``[R, F]``) is the token index each frame belongs to, or
@@ -104,7 +80,7 @@ def scatter_spans(positions, tokens, frames, size):
     return jax.vmap(one, in_axes=(0, 0, None))(positions, tokens, frames)
 
 
-def length_paddings(lengths, size):
+def length_paddings(lengths: jax.Array, size: int) -> jax.Array:
     """``[..., size]`` float32 paddings: 1.0 from each row's length on."""
     iota = jax.lax.broadcasted_iota(jnp.int32, lengths.shape + (size,), lengths.ndim)
     return (iota >= lengths[..., None]).astype(jnp.float32)
