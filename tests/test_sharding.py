@@ -15,6 +15,7 @@ exact re-run of its frame).
 import pytest
 
 from tests.devices import run_on_8_devices
+from tests.versions import jax_at_least
 
 SCRIPT = r"""
 import json, re, sys
@@ -58,8 +59,7 @@ args = (logits, logit_paddings, labels, label_paddings)
 # K > 64: the beam search's exact re-run of flagged frames is traced too.
 wide = rng.normal(size=(B, T, 300)).astype(np.float32)
 cases = {name: (fn, args) for name, fn in fns.items()}
-if "prefix_beam_search" in fns:
-    cases["prefix_beam_search K=300"] = (fns["prefix_beam_search"], (wide, *args[1:]))
+cases["prefix_beam_search K=300"] = (fns["prefix_beam_search"], (wide, *args[1:]))
 out = {"devices": len(jax.devices()), "results": {}}
 for name, (fn, args) in cases.items():
     one = [jax.device_put(a, jax.devices()[0]) for a in args]
@@ -139,6 +139,11 @@ def test_batch_sharded_over_8_devices(reports, mode, name):
         assert r["collectives"] == ["all-reduce"]
         assert r["shapes"][0] == [] and r["diffs"][0] <= 1e-5 * 16
         assert r["diffs"][1] <= 5e-7, r["diffs"]
+    elif name == "ctc_loss_with_forward_probs" and not jax_at_least("0.9"):
+        # jax 0.7.2-0.8.0 compute some alphas 1 ulp apart on 8 devices
+        # (measured: 9.5e-7), jax >= 0.9 bit for bit.
+        assert r["collectives"] == []
+        assert r["max_diff"] <= 1e-5, r["max_diff"]
     elif name == "prefix_beam_search K=300":
         # One boolean per frame: does any sequence need the exact re-run?
         assert r["collectives"] == ["all-reduce"]
