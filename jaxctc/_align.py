@@ -1,4 +1,4 @@
-"""Forced alignment (Viterbi) and posterior occupancy on the CTC lattice.
+"""Forced alignment (Viterbi) and class posteriors on the CTC lattice.
 
 Both walk the lattice of ``_lattice``: the alignment runs its forward recursion
 in the max-plus semiring and backtracks; the posteriors run the forward and
@@ -12,8 +12,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import export
 
-from jaxctc import _lattice, _loss
+from jaxctc import _checks, _lattice
 
 
 class Alignment(NamedTuple):
@@ -40,9 +41,7 @@ class Alignment(NamedTuple):
 
 
 # So that a ``jax.export``-ed forced_align can be serialized with its output.
-jax.export.register_namedtuple_serialization(
-    Alignment, serialized_name="jaxctc.Alignment"
-)
+export.register_namedtuple_serialization(Alignment, serialized_name="jaxctc.Alignment")
 
 
 # The backtrack. A path's predecessor state at the previous valid frame is the
@@ -78,15 +77,15 @@ def _backtrack(alphas, frame_valid, skip, final):
     index = jnp.arange(skip.shape[1], dtype=jnp.int32)[None, :]
 
     def step(next_state, x):
-        alpha, ok = x
+        alpha, valid = x
         c = next_state[:, None]
         allowed = jnp.where(
             c == _START,
             final,
             (index == c) | (index == c - 1) | ((index == c - 2) & _gather(skip, c)),
         )
-        state = jnp.where(ok, _best_state(alpha, allowed), next_state)
-        return state, jnp.where(ok, state, -1)
+        state = jnp.where(valid, _best_state(alpha, allowed), next_state)
+        return state, jnp.where(valid, state, -1)
 
     start = jnp.full(skip.shape[:1], _START, jnp.int32)
     _, states = jax.lax.scan(step, start, (alphas, frame_valid), reverse=True)
@@ -98,8 +97,9 @@ def _gather(x, index):
     return jnp.take_along_axis(x, jnp.clip(index, 0, x.shape[1] - 1), axis=1)
 
 
-def _runs(path, num_labels):
-    """First and last frame of each label state ``2n + 1`` on ``path`` ``[B, T]``.
+def _runs(path, size):
+    """First and last frame ``[B, size]`` of each label state ``2n + 1``
+    (``n < size``) on ``path`` ``[B, T]``.
 
     The path's states never decrease over valid frames. With the padded frames
     (``-1``) filled from the left, the run of state ``s`` starts after the
@@ -111,7 +111,7 @@ def _runs(path, num_labels):
     from_left = jax.lax.cummax(path, axis=1)
     big = jnp.iinfo(jnp.int32).max
     from_right = jax.lax.cummin(jnp.where(path < 0, big, path), axis=1, reverse=True)
-    targets = (2 * jnp.arange(num_labels, dtype=jnp.int32) + 1)[None, None, :]
+    targets = (2 * jnp.arange(size, dtype=jnp.int32) + 1)[None, None, :]
     starts = jnp.sum(from_left[:, :, None] < targets, axis=1, dtype=jnp.int32)
     ends = jnp.sum(from_right[:, :, None] <= targets, axis=1, dtype=jnp.int32) - 1
     return starts, ends
@@ -122,23 +122,24 @@ def _runs(path, num_labels):
 # once per shape instead of dispatching every small op on its own.
 @functools.partial(jax.jit, static_argnames="blank_id")
 def _viterbi(logits, logit_paddings, labels, label_paddings, log_epsilon, *, blank_id):
-    lattice, frame_valid = _loss._lattice_inputs(
+    lattice, frame_valid = _lattice.lattice_inputs(
         logit_paddings, labels, label_paddings, blank_id
     )
     log_norm = _lattice.log_normalizer(logits)
     emit = _lattice.frame_emissions(logits, log_norm, lattice.states, log_epsilon)
     # Paths must start in state 0: the other states start at NEG, far below any
-    # real path (at worst T * log_epsilon), so an infeasible sequence's best
-    # score stays near NEG and is recognised below.
-    init = _lattice.initial_state(*lattice.states.shape, _lattice.NEG, logits.dtype)
+    # real path (at worst T * log_epsilon), so a sequence with no alignment
+    # keeps a best score near NEG and is recognised below.
+    batch, size = lattice.states.shape
+    init = _lattice.initial_state(batch, size, _lattice.NEG, logits.dtype)
     last, alphas = _lattice.forward(
         emit, frame_valid, lattice.skip, init, combine=_lattice.max3
     )
     best = jnp.max(jnp.where(lattice.final, last, _lattice.NEG), axis=1)
-    ok = best > 0.5 * _lattice.NEG
+    alignable = best > 0.5 * _lattice.NEG
 
     path = jnp.transpose(_backtrack(alphas, frame_valid, lattice.skip, lattice.final))
-    path = jnp.where(ok[:, None], path, -1)
+    path = jnp.where(alignable[:, None], path, -1)
     frame_labels = jnp.where(path >= 0, _gather(lattice.states, path), -1)
 
     chosen = jnp.take_along_axis(
@@ -146,14 +147,13 @@ def _viterbi(logits, logit_paddings, labels, label_paddings, log_epsilon, *, bla
     )[:, :, 0]
     score = jnp.where(frame_labels >= 0, log_norm.apply(chosen), 0.0)
     score = jnp.sum(score, axis=1)
-    score = jnp.where(ok, score, -jnp.inf)
+    score = jnp.where(alignable, score, -jnp.inf)
 
-    num_labels = lattice.states.shape[1] // 2
-    starts, ends = _runs(path, num_labels)
-    label = jnp.arange(num_labels, dtype=jnp.int32)[None, :]
-    label_ok = ok[:, None] & (label < lattice.num_labels[:, None])
-    starts = jnp.where(label_ok, starts, -1)
-    ends = jnp.where(label_ok, ends, -1)
+    starts, ends = _runs(path, labels.shape[1])
+    label = jnp.arange(labels.shape[1], dtype=jnp.int32)[None, :]
+    aligned = alignable[:, None] & (label < lattice.num_labels[:, None])
+    starts = jnp.where(aligned, starts, -1)
+    ends = jnp.where(aligned, ends, -1)
     return Alignment(frame_labels, score, starts, ends)
 
 
@@ -242,7 +242,7 @@ def forced_align(
       unsegmented sequence data with recurrent neural networks
       <https://dl.acm.org/doi/10.1145/1143844.1143891>`_, ICML 2006.
     """
-    *args, blank_id, log_epsilon = _loss._check(
+    *args, blank_id, log_epsilon = _checks.check_lattice_inputs(
         logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
     )
     return _viterbi(*args, log_epsilon, blank_id=blank_id)
@@ -258,7 +258,7 @@ def posteriors(
     log_epsilon: jax.typing.ArrayLike = -1e5,
     checked: bool = False,
 ) -> jax.Array:
-    r"""Posterior occupancy: the probability of each class at each frame given the labels.
+    r"""Class posteriors: the probability of each class at each frame given the labels.
 
     .. math::
         \gamma_{b,t,k} = P(\pi_t = k \mid y_b, x_b)
@@ -309,14 +309,14 @@ def posteriors(
       >>> post[0].round(4).tolist()
       [[0.3333, 0.6667], [0.3333, 0.6667]]
     """
-    *args, blank_id, log_epsilon = _loss._check(
+    *args, blank_id, log_epsilon = _checks.check_lattice_inputs(
         logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
     )
-    return _class_occupancy(*args, log_epsilon, blank_id=blank_id)
+    return _class_posteriors(*args, log_epsilon, blank_id=blank_id)
 
 
 @functools.partial(jax.jit, static_argnames="blank_id")
-def _class_occupancy(
+def _class_posteriors(
     logits, logit_paddings, labels, label_paddings, log_epsilon, *, blank_id
 ):
     # The loss's forward pass, then its gradient's smoothing pass (posteriors
@@ -326,19 +326,19 @@ def _class_occupancy(
     # loses float32 digits on long sequences (rows 1.5% off at T = 2000).
     if logits.shape[1] == 0:  # no frame: nothing to write
         return jnp.zeros_like(logits)
-    lattice, frame_valid = _loss._lattice_inputs(
+    lattice, frame_valid = _lattice.lattice_inputs(
         logit_paddings, labels, label_paddings, blank_id
     )
-    states, skip, final = lattice.states, lattice.skip, lattice.final
-    _, _, weights, ends = _loss._split_forward(
-        logits, states, skip, final, frame_valid, log_epsilon, True
+    split = _lattice.split(lattice.states, lattice.skip, lattice.final)
+    _, _, weights, ends = _lattice.split_forward(
+        logits, split, frame_valid, log_epsilon, True
     )
-    split = _lattice.split(states, skip, final)
+    assert weights is not None  # keep=True
     zeros = jnp.zeros_like(logits[:, 0])  # [B, K], sharded like the batch
 
-    def on_frame(t, blank, label, ok, post):
-        blank, label = _loss._frame_posteriors(blank, label, ok)
-        row = _loss.add_class_posteriors(zeros, split, blank, label)
+    def on_frame(t, blank, label, valid, post):
+        blank, label = _lattice.frame_posteriors(blank, label, valid)
+        row = _lattice.add_class_posteriors(zeros, split, blank, label)
         return jax.lax.dynamic_update_index_in_dim(post, row, t, axis=1)
 
     return _lattice.smooth(

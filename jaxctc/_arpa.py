@@ -153,8 +153,8 @@ def read_arpa(path) -> Arpa:
             logp = _float(fields[0], path, number, "log10 probability")
             bow = 0.0
             if len(fields) == n + 2:
-                bow = float(fields[-1]) if _is_number(fields[-1]) else None
-                if bow is None or math.isnan(bow):
+                bow = float(fields[-1]) if _is_number(fields[-1]) else math.nan
+                if math.isnan(bow):
                     raise _error(
                         path, number, f"backoff {fields[-1]!r} is not a number."
                     )

@@ -55,13 +55,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxctc import _frames
+from jaxctc._checks import (
+    check_decoder_inputs,
+    compute_dtype,
+    python_int,
+    raise_on_nan,
+)
 from jaxctc._hypotheses import (
     Hypotheses,
-    check_inputs,
-    check_int,
-    compute_dtype,
     length_paddings,
-    raise_on_nan,
     scatter_spans,
 )
 
@@ -455,7 +457,7 @@ def _search(
     log-normalizers ``[B]`` and per sequence whether a logit was NaN or +inf.
     """
     batch, frames, num_classes = logits.shape
-    dtype = compute_dtype(logits)
+    dtype = compute_dtype(logits.dtype)
     width = options.width
     top_k = options.top_k
     valid = logit_paddings == 0
@@ -787,19 +789,21 @@ def prefix_beam_search(
       recognition using bi-directional recurrent DNNs
       <https://arxiv.org/abs/1408.2873>`_, 2014.
     """
-    logits, logit_paddings, blank_id = check_inputs(logits, logit_paddings, blank_id)
+    logits, logit_paddings, blank_id = check_decoder_inputs(
+        logits, logit_paddings, blank_id
+    )
     _, frames, num_classes = logits.shape
-    width = check_int("beam_width", beam_width, 1)
-    paths = check_int("top_paths", top_paths, 1)
+    width = python_int("beam_width", beam_width, 1)
+    paths = python_int("top_paths", top_paths, 1)
     if paths > width:
         raise ValueError(f"`top_paths` must be <= `beam_width` ({width}), got {paths}.")
     if max_label_length is None:
         max_length = frames
     else:
-        max_length = check_int("max_label_length", max_label_length, 0)
+        max_length = python_int("max_label_length", max_label_length, 0)
     top_k = None
     if token_top_k is not None:
-        top_k = check_int("token_top_k", token_top_k, 1)
+        top_k = python_int("token_top_k", token_top_k, 1)
         top_k = top_k if top_k < num_classes - 1 else None
     hyp, has_nan = _beam_search(
         logits,

@@ -23,18 +23,20 @@ import jax
 import jax.numpy as jnp
 
 from jaxctc import _beam
-from jaxctc._hypotheses import (
-    Hypotheses,
-    add_spans,
+from jaxctc._checks import (
     check_chunk,
-    check_int,
     check_state,
     check_stream,
     compute_dtype,
+    python_int,
+    raise_on_nan,
+)
+from jaxctc._hypotheses import (
+    Hypotheses,
+    add_spans,
     empty_spans,
     finish_spans,
     length_paddings,
-    raise_on_nan,
     sharded_like,
 )
 
@@ -179,14 +181,14 @@ def prefix_beam_search_init(
       [0.64, 0.36]
     """
     batch, num_classes, blank_id = check_stream(batch_size, num_classes, blank_id)
-    width = check_int("beam_width", beam_width, 1)
-    max_length = check_int("max_label_length", max_label_length, 0)
+    width = python_int("beam_width", beam_width, 1)
+    max_length = python_int("max_label_length", max_label_length, 0)
     top_k = None
     if token_top_k is not None:
-        top_k = check_int("token_top_k", token_top_k, 1)
+        top_k = python_int("token_top_k", token_top_k, 1)
         top_k = top_k if top_k < num_classes - 1 else None
     scorers = _beam._check_scorers(scorers)
-    dtype = compute_dtype(jnp.zeros((), dtype))
+    dtype = compute_dtype(dtype)
     beams = jax.tree.map(
         lambda a: jnp.broadcast_to(a, (batch,) + a.shape),
         _beam.initial_beams(width, dtype, scorers),
@@ -366,7 +368,7 @@ def prefix_beam_search_result(
       [[0.0]]
     """
     check_state(state, PrefixBeamSearchState, "prefix_beam_search")
-    paths = check_int("top_paths", top_paths, 1)
+    paths = python_int("top_paths", top_paths, 1)
     if paths > state.beam_width:
         raise ValueError(
             f"`top_paths` must be <= `beam_width` ({state.beam_width}), got {paths}."

@@ -62,6 +62,7 @@ class Children:
         node = jnp.asarray(node, jnp.int32)
         tokens = jnp.asarray(tokens, jnp.int32)
         if self.mask is None:
+            assert self.pairs is not None  # the hashed layout
             return _buckets.lookup(self.pairs, node, tokens)
         word = tokens >> 5 if self.mask.shape[1] > 1 else jnp.zeros_like(tokens)
         mask = _buckets.take(self.mask, node, word)

@@ -12,20 +12,23 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxctc import _frames, _lattice
-from jaxctc._hypotheses import (
-    Hypotheses,
-    add_spans,
+from jaxctc import _frames
+from jaxctc._checks import (
+    check_bool,
     check_chunk,
-    check_inputs,
-    check_int,
+    check_decoder_inputs,
     check_state,
     check_stream,
     compute_dtype,
+    python_int,
+    raise_on_nan,
+)
+from jaxctc._hypotheses import (
+    Hypotheses,
+    add_spans,
     empty_spans,
     finish_spans,
     length_paddings,
-    raise_on_nan,
     sharded_like,
 )
 
@@ -95,8 +98,10 @@ def greedy_decode(
       >>> hyp.starts[0, :2].tolist(), hyp.ends[0, :2].tolist()
       ([0, 3], [1, 3])
     """
-    logits, logit_paddings, blank_id = check_inputs(logits, logit_paddings, blank_id)
-    merge_repeated = _lattice.check_bool("merge_repeated", merge_repeated)
+    logits, logit_paddings, blank_id = check_decoder_inputs(
+        logits, logit_paddings, blank_id
+    )
+    merge_repeated = check_bool("merge_repeated", merge_repeated)
     hyp, has_nan = _greedy(logits, logit_paddings, blank_id, merge_repeated)
     raise_on_nan(has_nan)
     return hyp
@@ -106,7 +111,12 @@ def greedy_decode(
 def _greedy(logits, logit_paddings, blank_id, merge_repeated):
     batch, frames, num_classes = logits.shape
     state = _initial(
-        batch, num_classes, blank_id, merge_repeated, frames, compute_dtype(logits)
+        batch,
+        num_classes,
+        blank_id,
+        merge_repeated,
+        frames,
+        compute_dtype(logits.dtype),
     )
     state, has_nan = _advance(state, logits, logit_paddings)
     return _hypotheses(state), has_nan
@@ -221,9 +231,9 @@ def greedy_decode_init(
       ([1, 2], [0, 3])
     """
     batch, num_classes, blank_id = check_stream(batch_size, num_classes, blank_id)
-    merge_repeated = _lattice.check_bool("merge_repeated", merge_repeated)
-    max_length = check_int("max_label_length", max_label_length, 0)
-    dtype = compute_dtype(jnp.zeros((), dtype))
+    merge_repeated = check_bool("merge_repeated", merge_repeated)
+    max_length = python_int("max_label_length", max_label_length, 0)
+    dtype = compute_dtype(dtype)
     return _initial(batch, num_classes, blank_id, merge_repeated, max_length, dtype)
 
 

@@ -209,8 +209,8 @@ def _automaton(patterns, spelling):
             out[u] += out[fail[u]]
         base = delta[fail[u]] if u else np.zeros(num_symbols, np.int64)
         delta[u] = np.where(goto[u] >= 0, goto[u], base)
-        for s in np.flatnonzero(goto[u] >= 0):
-            fail[goto[u, s]] = base[s] if u else 0
+        for symbol in np.flatnonzero(goto[u] >= 0):
+            fail[goto[u, symbol]] = base[symbol] if u else 0
 
     # One transition per (state, class): walk the class's symbols.
     states = np.arange(size)
@@ -219,15 +219,15 @@ def _automaton(patterns, spelling):
     for k, symbols in enumerate(spelling.symbols):
         if not symbols:  # the blank is never scored
             continue
-        node, gain = states, np.zeros(size)
+        after, gain = states, np.zeros(size)
         for s in symbols:
-            node = delta[node, s]
-            gain = gain + out[node]
-        keep = (node != 0) | (gain != 0)
+            after = delta[after, s]
+            gain = gain + out[after]
+        keep = (after != 0) | (gain != 0)
         keys_a.append(states[keep])
         keys_b.append(np.full(int(keep.sum()), k))
-        nexts.append(node[keep])
-        units.append((gain + credit[node] - credit)[keep])
+        nexts.append(after[keep])
+        units.append((gain + credit[after] - credit)[keep])
     cat = np.concatenate
     transitions = _buckets.build(
         cat(keys_a),

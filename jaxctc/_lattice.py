@@ -1,4 +1,4 @@
-"""The CTC lattice: input checks, the extended label sequence and its recursions.
+"""The CTC lattice: the extended label sequence and its recursions.
 
 Everything that walks the CTC lattice (the loss, its gradient, rescoring, forced
 alignment) builds on this module, so a fix here lands everywhere at once.
@@ -19,213 +19,20 @@ anywhere in time.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
+
+# What a backward pass accumulates frame by frame (a pytree of arrays).
+Acc = TypeVar("Acc")
 
 # Fill for transitions that do not exist. It is finite so that the max-shifted
 # log-sum-exp never sees ``-inf - -inf``; every real score stays far above it
-# because emissions are clamped to ``log_epsilon`` (see ``emissions``).
+# because emissions are clamped to ``log_epsilon`` (see ``frame_emissions``).
 NEG = -1e30
-
-# The lowest `log_epsilon` accepted: T frames of it stay far above NEG.
-MIN_LOG_EPSILON = -1e20
-
-
-# ----------------------------------------------------------------------------
-# Input checks
-# ----------------------------------------------------------------------------
-
-
-def known(x) -> bool | None:
-    """``bool(x)`` when its value is known now, else None.
-
-    Values are known outside ``jit``, also under an eager ``jax.grad`` (its
-    tracers carry concrete values), and not while tracing ``jit`` or ``vmap``.
-    """
-    try:
-        return bool(x)
-    except jax.errors.ConcretizationTypeError:
-        return None
-
-
-def require(ok, message: str, checked: bool = False):
-    """Raises ``ValueError(message)`` where ``ok`` is known to be False.
-
-    When ``ok`` is not known (under ``jit``): a ``checkify`` check with
-    ``checked=True`` (the caller wraps the call in
-    ``jax.experimental.checkify.checkify``), else nothing.
-    """
-    value = known(ok)
-    if value is None:
-        if checked:
-            from jax.experimental import checkify
-
-            checkify.check(ok, message)
-    elif not value:
-        raise ValueError(message)
-
-
-def compute_dtype(dtype) -> jnp.dtype:
-    """float64 stays float64; every other float (bf16, f16, f32) runs in f32."""
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"`logits` must be a float array, got dtype {dtype}.")
-    # Not jnp.promote_types: under strict dtype promotion it refuses f64 + f32.
-    return jnp.dtype(jnp.float64 if dtype == jnp.float64 else jnp.float32)
-
-
-def check_logits(logits, logit_paddings):
-    """Static checks for ``logits [B, T, K]`` and ``logit_paddings [B, T]``."""
-    logits = jnp.asarray(logits)
-    logit_paddings = jnp.asarray(logit_paddings)
-    if logits.ndim != 3:
-        raise ValueError(
-            f"`logits` must have rank 3 [B, T, K], got shape {logits.shape}."
-        )
-    compute_dtype(logits.dtype)
-    if logit_paddings.shape != logits.shape[:2]:
-        raise ValueError(
-            "`logit_paddings` must have shape [B, T] = "
-            f"{logits.shape[:2]}, got {logit_paddings.shape}."
-        )
-    if logits.shape[2] < 1:
-        raise ValueError("`logits` must have at least one class (K >= 1).")
-    return logits, logit_paddings
-
-
-def check_labels(
-    labels,
-    label_paddings,
-    batch_size=None,
-    name="labels",
-    paddings_name="label_paddings",
-    batch_from="logits",
-):
-    """Static checks for integer ``labels [B, N]`` and their paddings.
-
-    ``batch_size`` (when given) is the ``B`` the labels must have, that of
-    the argument ``batch_from``; ``name`` and ``paddings_name`` are the
-    argument names the errors show.
-    """
-    labels = jnp.asarray(labels)
-    label_paddings = jnp.asarray(label_paddings)
-    if labels.ndim != 2:
-        raise ValueError(f"`{name}` must have rank 2 [B, N], got shape {labels.shape}.")
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"`{name}` must be an integer array, got dtype {labels.dtype}.")
-    if label_paddings.shape != labels.shape:
-        raise ValueError(
-            f"`{paddings_name}` must have the shape of `{name}` {labels.shape}, "
-            f"got {label_paddings.shape}."
-        )
-    if batch_size is not None and labels.shape[0] != batch_size:
-        raise ValueError(
-            f"`{name}` must have batch size B = {batch_size} (from `{batch_from}`), "
-            f"got shape {labels.shape}."
-        )
-    # Narrow ints widen to int32 (lossless); wider ones keep their dtype, so
-    # that the range checks see an int64 label as it is (not wrapped).
-    if labels.dtype.itemsize < 4:
-        labels = labels.astype(jnp.int32)
-    return labels, label_paddings
-
-
-def check_blank_id(blank_id, num_classes: int) -> int:
-    if not isinstance(blank_id, (int, np.integer)) or isinstance(blank_id, bool):
-        raise TypeError(f"`blank_id` must be a Python int, got {blank_id!r}.")
-    if not 0 <= blank_id < num_classes:
-        raise ValueError(
-            f"`blank_id` must be in [0, K) = [0, {num_classes}), got {blank_id}."
-        )
-    return int(blank_id)
-
-
-def check_bool(name, value):
-    """A static flag: a Python bool (an array would be traced under ``jit``)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"`{name}` must be a Python bool, got {value!r}.")
-    return bool(value)
-
-
-def zeros_and_ones(paddings):
-    """Whether ``paddings`` hold only 0 and 1 (NaN is neither; bools do)."""
-    if paddings.dtype == jnp.bool_:
-        return jnp.asarray(True)
-    return jnp.all((paddings == 0) | (paddings == 1))
-
-
-def check_paddings(paddings, name: str, checked: bool = False):
-    require(zeros_and_ones(paddings), f"`{name}` must contain only 0 and 1.", checked)
-
-
-def check_finite_logits(logits, checked: bool = False):
-    """NaN and ``+inf`` logits raise; ``-inf`` (a masked class) is allowed."""
-    require(~jnp.any(jnp.isnan(logits)), "`logits` contain NaN.", checked)
-    require(
-        ~jnp.any(logits == jnp.inf),
-        "`logits` contain +inf: only finite values and -inf (a masked class) "
-        "are allowed.",
-        checked,
-    )
-
-
-def check_values(logits, logit_paddings, labels, label_paddings, blank_id, checked):
-    """Raises ``ValueError`` for bad values where they are known.
-
-    That is outside ``jit``, also under an eager ``jax.grad``; under ``jit``,
-    with ``checked=True``, the same conditions become ``checkify`` checks
-    (wrap the call in ``jax.experimental.checkify.checkify``); otherwise they
-    are not checked. Labels are compared in their own dtype, so an int64
-    label outside ``[0, K)`` is caught rather than wrapped.
-    """
-    num_classes = logits.shape[2]
-    valid = label_paddings == 0
-    check_paddings(logit_paddings, "logit_paddings", checked)
-    check_paddings(label_paddings, "label_paddings", checked)
-    require(
-        jnp.all(label_paddings[:, 1:] >= label_paddings[:, :-1]),
-        "`label_paddings` must be right-padded: each row zeros, then ones.",
-        checked,
-    )
-    require(
-        ~jnp.any(valid & (labels == blank_id)),
-        f"`labels` must not contain `blank_id` ({blank_id}) outside the padding.",
-        checked,
-    )
-    require(
-        ~jnp.any(valid & ((labels < 0) | (labels >= num_classes))),
-        f"`labels` must lie in [0, K) = [0, {num_classes}) outside the padding.",
-        checked,
-    )
-    check_finite_logits(logits, checked)
-
-
-def check_log_epsilon(log_epsilon, dtype, checked: bool = False):
-    """``log_epsilon`` as a scalar of ``dtype``; it must be finite and negative.
-
-    It stands for log 0: at 0 or above, every emission would be floored to
-    it (loss 0 for any input); -inf or NaN would reach the recursions. Below
-    -1e20, ``T`` frames of it could reach the lattice's ``NEG`` fill.
-    """
-    log_epsilon = jnp.asarray(log_epsilon, dtype)
-    if log_epsilon.ndim != 0:
-        raise ValueError(
-            f"`log_epsilon` must be a scalar, got shape {log_epsilon.shape}."
-        )
-    try:
-        shown = f", got {float(log_epsilon)}"
-    except jax.errors.ConcretizationTypeError:  # traced: shown by checkify
-        shown = ""
-    require(
-        (log_epsilon < 0) & (log_epsilon >= MIN_LOG_EPSILON),
-        f"`log_epsilon` must be finite and negative, in [{MIN_LOG_EPSILON:g}, 0)"
-        f"{shown}.",
-        checked,
-    )
-    return log_epsilon
-
 
 # ----------------------------------------------------------------------------
 # The extended label sequence
@@ -251,7 +58,10 @@ class Lattice(NamedTuple):
     num_labels: jax.Array
 
 
-def build_lattice(labels, label_paddings, blank_id: int) -> Lattice:
+def build_lattice(
+    labels: jax.Array, label_paddings: jax.Array, blank_id: int
+) -> Lattice:
+    """The ``Lattice`` of checked ``labels [B, N]`` and their paddings."""
     batch, n = labels.shape
     valid = label_paddings == 0
     num_labels = jnp.sum(valid, axis=1, dtype=jnp.int32)
@@ -272,6 +82,18 @@ def build_lattice(labels, label_paddings, blank_id: int) -> Lattice:
     return Lattice(states, skip, final, num_labels)
 
 
+def lattice_inputs(
+    logit_paddings: jax.Array,
+    labels: jax.Array,
+    label_paddings: jax.Array,
+    blank_id: int,
+) -> tuple[Lattice, jax.Array]:
+    """The batch's ``Lattice`` and ``frame_valid [T, B]`` (False on padded
+    frames), what every recursion below takes."""
+    lattice = build_lattice(labels, label_paddings, blank_id)
+    return lattice, jnp.transpose(logit_paddings == 0)
+
+
 class LogNorm(NamedTuple):
     """The log-normalizer :math:`\\log \\sum_k e^{x_k}` of rows of logits, in
     two parts: ``shift``, the row's largest logit (0 where that is not finite),
@@ -290,12 +112,12 @@ class LogNorm(NamedTuple):
     shift: jax.Array
     log_sum: jax.Array
 
-    def apply(self, x):
+    def apply(self, x: jax.Array) -> jax.Array:
         """``x`` minus the log-normalizer (``shift`` and ``log_sum`` broadcast)."""
         return (x - self.shift) - self.log_sum
 
 
-def log_normalizer(x, axis: int = -1, keepdims: bool = False) -> LogNorm:
+def log_normalizer(x: jax.Array, axis: int = -1, keepdims: bool = False) -> LogNorm:
     """The ``LogNorm`` of ``x`` over ``axis``.
 
     The shift is a constant to differentiation (``stop_gradient``): the
@@ -312,7 +134,9 @@ def log_normalizer(x, axis: int = -1, keepdims: bool = False) -> LogNorm:
     return LogNorm(shift, log_sum)
 
 
-def frame_emissions(logits, log_norm: LogNorm, states, log_epsilon):
+def frame_emissions(
+    logits: jax.Array, log_norm: LogNorm, states: jax.Array, log_epsilon: jax.Array
+) -> Callable[[jax.Array], jax.Array]:
     """Per-frame emission scores, gathered inside the recursions.
 
     Returns ``emit(t) -> [B, S]``: ``log_norm.apply(logits[:, t, class(s)])``,
@@ -340,7 +164,7 @@ def frame_emissions(logits, log_norm: LogNorm, states, log_epsilon):
     return emit
 
 
-def frame_norm(log_norm: LogNorm, t) -> LogNorm:
+def frame_norm(log_norm: LogNorm, t: jax.Array) -> LogNorm:
     """Frame ``t`` of ``[B, T]`` parts, as ``[B, 1]``."""
     return LogNorm(
         *(jax.lax.dynamic_index_in_dim(a, t, axis=1, keepdims=True) for a in log_norm)
@@ -358,7 +182,7 @@ def frame_norm(log_norm: LogNorm, t) -> LogNorm:
 # ``unroll=1`` is deliberate too: unrolled bodies were 5-7x slower on CPU.
 
 
-def _shift(x, k: int, fill):
+def _shift(x: jax.Array, k: int, fill: float | bool) -> jax.Array:
     """``y[..., s] = x[..., s - k]`` (k > 0) or ``x[..., s + |k|]`` (k < 0)."""
     size = x.shape[-1]
     pad = jnp.full(x.shape[:-1] + (min(abs(k), size),), fill, x.dtype)
@@ -375,27 +199,30 @@ def _shift(x, k: int, fill):
 _EXP_FLOOR = -80.0
 
 
-def _exp(x):
+def _exp(x: jax.Array) -> jax.Array:
     return jnp.exp(jnp.maximum(x, _EXP_FLOOR))
 
 
-def logsumexp3(a, b, c):
+def logsumexp3(a: jax.Array, b: jax.Array, c: jax.Array) -> jax.Array:
     """``log(e^a + e^b + e^c)`` for finite ``a`` (one max, three exps, one log)."""
     m = jnp.maximum(jnp.maximum(a, b), c)
     return m + jnp.log(_exp(a - m) + _exp(b - m) + _exp(c - m))
 
 
-def max3(a, b, c):
+def max3(a: jax.Array, b: jax.Array, c: jax.Array) -> jax.Array:
+    """The max-plus semiring's sum of three terms (Viterbi)."""
     return jnp.maximum(jnp.maximum(a, b), c)
 
 
 Combine = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
-def initial_state(batch: int, size: int, log_epsilon, dtype):
+def initial_state(
+    batch: int, size: int, log_epsilon: jax.typing.ArrayLike, dtype: DTypeLike
+) -> jax.Array:
     """Scores before the first frame: a virtual start in state 0.
 
-    Every other state starts at ``log_epsilon`` (log of "impossible") rather
+    Every other state starts at ``log_epsilon`` (the stand-in for log 0) rather
     than ``-inf``, as optax does, so the alphas returned match optax's even
     where no path reaches them.
     """
@@ -403,7 +230,14 @@ def initial_state(batch: int, size: int, log_epsilon, dtype):
     return init.at[:, 0].set(0.0)
 
 
-def forward(emit, frame_valid, skip, init, combine: Combine = logsumexp3, keep=True):
+def forward(
+    emit: Callable[[jax.Array], jax.Array],
+    frame_valid: jax.Array,
+    skip: jax.Array,
+    init: jax.Array,
+    combine: Combine = logsumexp3,
+    keep: bool = True,
+) -> tuple[jax.Array, jax.Array | None]:
     """Forward scores ``alpha[t, b, s]`` over frames (log or max-plus semiring).
 
     ``alpha_t(s) = combine(alpha_{t-1}(s), alpha_{t-1}(s-1), alpha_{t-1}(s-2)) +
@@ -435,12 +269,20 @@ def forward(emit, frame_valid, skip, init, combine: Combine = logsumexp3, keep=T
     return jax.lax.scan(step, init, jnp.arange(frame_valid.shape[0], dtype=jnp.int32))
 
 
-def backward(emit, frame_valid, skip, final, on_frame, acc, dtype):
+def backward(
+    emit: Callable[[jax.Array], jax.Array],
+    frame_valid: jax.Array,
+    skip: jax.Array,
+    final: jax.Array,
+    on_frame: Callable[[jax.Array, jax.Array, jax.Array, Acc], Acc],
+    acc: Acc,
+    dtype: DTypeLike,
+) -> Acc:
     """Runs the backward recursion from the last frame to the first.
 
     Carries ``B_t(s)``, the log-probability of finishing the labelling from
     state ``s`` at frame ``t``, emission at ``t`` included. At each frame it
-    calls ``acc = on_frame(t, beta, ok, acc)`` with ``beta [B, S]``, the same
+    calls ``acc = on_frame(t, beta, valid, acc)`` with ``beta [B, S]``, the same
     score with the emission at ``t`` excluded, so that
     ``alpha_t(s) + beta_t(s) - log Z`` is the log-posterior of state ``s``.
 
@@ -461,9 +303,9 @@ def backward(emit, frame_valid, skip, final, on_frame, acc, dtype):
         scores, acc = carry
         skipped = jnp.where(skip_next, _shift(scores, -2, NEG), NEG)
         beta = logsumexp3(scores, _shift(scores, -1, NEG), skipped)
-        ok = frame_valid[t][:, None]
-        acc = on_frame(t, beta, ok, acc)
-        scores = jnp.where(ok, beta + emit(t), scores)
+        valid = frame_valid[t][:, None]
+        acc = on_frame(t, beta, valid, acc)
+        scores = jnp.where(valid, beta + emit(t), scores)
         return (scores, acc), None
 
     (_, acc), _ = jax.lax.scan(
@@ -475,18 +317,20 @@ def backward(emit, frame_valid, skip, final, on_frame, acc, dtype):
     return acc
 
 
-def posterior(alpha, beta, log_z, ok):
+def posterior(
+    alpha: jax.Array, beta: jax.Array, log_z: jax.Array, valid: jax.Array
+) -> jax.Array:
     """``P(state s at frame t | x)`` from log alpha/beta; 0 on padded frames."""
     z = alpha + beta - log_z[:, None]
-    return jnp.where(ok & (z > _EXP_FLOOR), jnp.exp(z), 0.0)
+    return jnp.where(valid & (z > _EXP_FLOOR), jnp.exp(z), 0.0)
 
 
-def final_score(alpha_last, final):
+def final_score(alpha_last: jax.Array, final: jax.Array) -> jax.Array:
     """log Z per sequence: log-sum of the last alphas over the final states."""
     return _final(alpha_last, final)[0]
 
 
-def _final(alpha_last, final):
+def _final(alpha_last: jax.Array, final: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(log Z [B], posteriors [B, S])`` from the last alphas: the log-sum over
     the final states, and each final state's share of it.
 
@@ -502,7 +346,7 @@ def _final(alpha_last, final):
     return (m + jnp.log(total))[:, 0], e / total
 
 
-def min_frames(labels, label_paddings):
+def min_frames(labels: jax.Array, label_paddings: jax.Array) -> jax.Array:
     """Fewest frames that can carry each label sequence: ``U`` + repeats."""
     valid = label_paddings == 0
     num_labels = jnp.sum(valid, axis=1, dtype=jnp.int32)
@@ -512,13 +356,13 @@ def min_frames(labels, label_paddings):
     return num_labels + repeats
 
 
-def reachable(logits, lattice: Lattice, frame_valid):
+def alignable(logits: jax.Array, lattice: Lattice, frame_valid: jax.Array) -> jax.Array:
     """``[B]`` bool: whether some alignment has nonzero probability.
 
     That is, enough valid frames for the labels and their repeats, and a path
     whose every frame's class has a logit above ``-inf``. The loss cannot
     tell: it floors such emissions to ``log_epsilon``, and a long feasible
-    sequence may score as low as an impossible one. So the max-plus
+    sequence may score as low as one with no alignment. So the max-plus
     recursion runs on emissions of 0 (allowed) and ``NEG`` (a ``-inf``
     logit), from state 0: a reachable state holds exactly 0, any other state
     ``NEG`` or less.
@@ -529,7 +373,8 @@ def reachable(logits, lattice: Lattice, frame_valid):
         allowed = jnp.take_along_axis(x, lattice.states, axis=1) > -jnp.inf
         return jnp.where(allowed, 0.0, NEG).astype(logits.dtype)
 
-    init = initial_state(*lattice.states.shape, NEG, logits.dtype)
+    batch, size = lattice.states.shape
+    init = initial_state(batch, size, NEG, logits.dtype)
     last, _ = forward(emit, frame_valid, lattice.skip, init, max3, keep=False)
     return jnp.max(jnp.where(lattice.final, last, NEG), axis=1) > 0.5 * NEG
 
@@ -572,7 +417,8 @@ class SplitLattice(NamedTuple):
     final_label: jax.Array
 
 
-def split(states, skip, final) -> SplitLattice:
+def split(states: jax.Array, skip: jax.Array, final: jax.Array) -> SplitLattice:
+    """The split layout of a ``Lattice``'s arrays."""
     return SplitLattice(
         states[:, :1], states[:, 1::2], skip[:, 1::2], final[:, 0::2], final[:, 1::2]
     )
@@ -594,7 +440,9 @@ class Weights(NamedTuple):
     own: jax.Array
 
 
-def split_emissions(logits, lattice: SplitLattice, log_epsilon):
+def split_emissions(
+    logits: jax.Array, lattice: SplitLattice, log_epsilon: jax.Array
+) -> Callable[[jax.Array], tuple[jax.Array, jax.Array, LogNorm]]:
     """``t -> (blank [B, 1], labels [B, N], log_norm)`` at frame ``t``.
 
     The log-probabilities of the blank and of each label, gathered per frame
@@ -614,7 +462,7 @@ def split_emissions(logits, lattice: SplitLattice, log_epsilon):
     return emit
 
 
-def _logaddexp(a, b):
+def _logaddexp(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(log(e^a + e^b), r)`` with ``r = e^(min - max)`` in ``[e^-80, 1]``.
 
     ``exp(min - max)`` rather than ``exp(-|a - b|)``: autodiff (grad_mode
@@ -632,8 +480,13 @@ def _logaddexp(a, b):
 
 
 def forward_weights(
-    emit, frame_valid, lattice: SplitLattice, log_epsilon, dtype, keep=True
-):
+    emit: Callable[[jax.Array], tuple[jax.Array, jax.Array, LogNorm]],
+    frame_valid: jax.Array,
+    lattice: SplitLattice,
+    log_epsilon: jax.Array,
+    dtype: DTypeLike,
+    keep: bool = True,
+) -> tuple[jax.Array, jax.Array, Weights | None, LogNorm | None]:
     """The forward recursion (log space) that keeps transition weights.
 
     Args:
@@ -675,9 +528,9 @@ def forward_weights(
         other = jnp.where(lattice.skip, into[:, :n], blank[:, :n])
         total, own_ratio = _logaddexp(label, other)
         new_label = total + e_label
-        ok = frame_valid[t][:, None]
-        new_blank = jnp.where(ok, new_blank, blank)
-        new_label = jnp.where(ok, new_label, label)
+        valid = frame_valid[t][:, None]
+        new_blank = jnp.where(valid, new_blank, blank)
+        new_label = jnp.where(valid, new_label, label)
         if not keep:
             return (new_blank, new_label), None
         weights = Weights(
@@ -688,16 +541,27 @@ def forward_weights(
 
     steps = jnp.arange(frame_valid.shape[0], dtype=jnp.int32)
     (blank, label), kept = jax.lax.scan(step, (blank0, label0), steps)
-    return (blank, label) + (kept if keep else (None, None))
+    if not keep:
+        return blank, label, None, None
+    weights, log_norm = kept
+    return blank, label, weights, log_norm
 
 
-def smooth(weights: Weights, skip, frame_valid, blank, label, on_frame, acc):
+def smooth(
+    weights: Weights,
+    skip: jax.Array,
+    frame_valid: jax.Array,
+    blank: jax.Array,
+    label: jax.Array,
+    on_frame: Callable[[jax.Array, jax.Array, jax.Array, jax.Array, Acc], Acc],
+    acc: Acc,
+) -> Acc:
     """Moves the state posteriors back from the last frame to the first.
 
     ``skip [B, N]`` is the split lattice's. Starts from the posteriors
     ``blank [B, N + 1]``, ``label [B, N]`` at each
     sequence's last valid frame; at every frame ``t`` (last to first) calls
-    ``acc = on_frame(t, blank, label, ok, acc)`` with that frame's posteriors,
+    ``acc = on_frame(t, blank, label, valid, acc)`` with that frame's posteriors,
     then, on valid frames, hands each state's mass to its predecessors in
     proportion to the frame's weights. The mass per frame stays one (up to
     rounding): nothing is exponentiated or normalized.
@@ -708,8 +572,8 @@ def smooth(weights: Weights, skip, frame_valid, blank, label, on_frame, acc):
 
     def step(carry, t):
         blank, label, acc = carry
-        ok = frame_valid[t][:, None]
-        acc = on_frame(t, blank, label, ok, acc)
+        valid = frame_valid[t][:, None]
+        acc = on_frame(t, blank, label, valid, acc)
         w_blank, own = weights.blank[t], weights.own[t]
         # Label n's moved mass (1 - own) splits into blank n (1 - w_skip) and
         # label n - 1 (w_skip). Each output below recomputes its products
@@ -725,8 +589,8 @@ def smooth(weights: Weights, skip, frame_valid, blank, label, on_frame, acc):
             + w_blank[:, 1:] * blank[:, 1:]
             + _shift(w_skip * moved * label, -1, 0.0)
         )
-        blank = jnp.where(ok, new_blank, blank)
-        label = jnp.where(ok, new_label, label)
+        blank = jnp.where(valid, new_blank, blank)
+        label = jnp.where(valid, new_label, label)
         return (blank, label, acc), None
 
     steps = jnp.arange(frame_valid.shape[0], dtype=jnp.int32)
@@ -734,7 +598,9 @@ def smooth(weights: Weights, skip, frame_valid, blank, label, on_frame, acc):
     return acc
 
 
-def final_posteriors(blank, label, lattice: SplitLattice):
+def final_posteriors(
+    blank: jax.Array, label: jax.Array, lattice: SplitLattice
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``(log Z [B], blank [B, N + 1], label [B, N])``: the log-probability and
     the state posteriors at the last frame, from the last log-alphas."""
     log_z, post = _final(
@@ -742,3 +608,51 @@ def final_posteriors(blank, label, lattice: SplitLattice):
         jnp.concatenate([lattice.final_blank, lattice.final_label], axis=1),
     )
     return log_z, post[:, : blank.shape[1]], post[:, blank.shape[1] :]
+
+
+def split_forward(
+    logits: jax.Array,
+    lattice: SplitLattice,
+    frame_valid: jax.Array,
+    log_epsilon: jax.Array,
+    keep: bool,
+) -> tuple[jax.Array, LogNorm | None, Weights | None, tuple[jax.Array, jax.Array]]:
+    """The split layout's forward pass (``T >= 1``), for the loss, its
+    gradient and the posteriors.
+
+    Returns:
+      ``(log_z [B], log_norm, weights, ends)``: the log-probability of the
+      labels, the frames' log-normalizer (``[T, B]`` parts) and the
+      transition ``Weights`` (both None unless ``keep``), and the state
+      posteriors at the last frame, ``(blank [B, N + 1], label [B, N])``.
+    """
+    emit = split_emissions(logits, lattice, log_epsilon)
+    blank, label, weights, log_norm = forward_weights(
+        emit, frame_valid, lattice, log_epsilon, logits.dtype, keep
+    )
+    log_z, end_blank, end_label = final_posteriors(blank, label, lattice)
+    return log_z, log_norm, weights, (end_blank, end_label)
+
+
+def frame_posteriors(
+    blank: jax.Array, label: jax.Array, valid: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """A frame's blank total ``[B]`` and label posteriors ``[B, N]`` from its
+    state posteriors, zero on padded frames (``valid [B, 1]``)."""
+    return (
+        jnp.where(valid[:, 0], jnp.sum(blank, axis=1), 0.0),
+        jnp.where(valid, label, 0.0),
+    )
+
+
+def add_class_posteriors(
+    row: jax.Array, lattice: SplitLattice, blank: jax.Array, label: jax.Array
+) -> jax.Array:
+    """``row [B, K]`` plus a frame's class posteriors: the label posteriors
+    ``label [B, N]`` at their classes, the blank total ``blank [B]`` at the
+    blank (see ``frame_posteriors``)."""
+    # Scatter per sequence (vmapped), so that a batch-sharded input keeps
+    # every row on its own device: a batched scatter all-gathers.
+    return jax.vmap(lambda r, k, y, g, b: r.at[y].add(g).at[k].add(b))(
+        row, lattice.blank_id[:, 0], lattice.labels, label, blank
+    )

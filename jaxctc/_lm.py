@@ -272,6 +272,7 @@ class NGramLM:
         end_delta, end_lm = self._word_end(state)
         end_delta = jnp.broadcast_to(end_delta[..., None], tokens.shape)
         end_lm = jnp.broadcast_to(end_lm[..., None], tokens.shape)
+        assert self.trie is not None  # a word-level model has its lexicon trie
         found, child = self.trie.child(jnp.maximum(expand.node, 0), tokens)
         alive = expand.node >= 0
         char_node = jnp.where(alive & found, child, -1)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import functools
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from jaxctc import _lattice
+from jaxctc import _checks, _lattice
 
-_REDUCTIONS = ("none", "sum", "mean", "mean_by_label_length")
-_GRAD_MODES = ("posterior", "autodiff")
+Reduction = Literal["none", "sum", "mean", "mean_by_label_length"]
+GradMode = Literal["posterior", "autodiff"]
 
 
 def _forward(logits, states, skip, final, frame_valid, log_epsilon, keep):
@@ -19,7 +20,8 @@ def _forward(logits, states, skip, final, frame_valid, log_epsilon, keep):
     log-normalizer of the logits (a ``LogNorm`` of ``[B, T]`` parts)."""
     log_norm = _lattice.log_normalizer(logits)
     emit = _lattice.frame_emissions(logits, log_norm, states, log_epsilon)
-    init = _lattice.initial_state(*states.shape, log_epsilon, logits.dtype)
+    batch, size = states.shape
+    init = _lattice.initial_state(batch, size, log_epsilon, logits.dtype)
     last, alphas = _lattice.forward(emit, frame_valid, skip, init, keep=keep)
     return -_lattice.final_score(last, final), alphas, log_norm
 
@@ -32,17 +34,12 @@ def _nll_and_alphas(logits, states, skip, final, frame_valid, log_epsilon):
 
 
 def _split_forward(logits, states, skip, final, frame_valid, log_epsilon, keep):
-    """``(nll [B], log_norm, weights, ends)`` from the split layout's
-    forward pass (``T >= 1``; ``log_norm`` and ``weights`` are None unless
-    ``keep``; ``log_norm`` has ``[T, B]`` parts); ``ends`` are the last
-    frame's state posteriors."""
-    lattice = _lattice.split(states, skip, final)
-    emit = _lattice.split_emissions(logits, lattice, log_epsilon)
-    blank, label, weights, log_norm = _lattice.forward_weights(
-        emit, frame_valid, lattice, log_epsilon, logits.dtype, keep
+    """``(nll [B], log_norm, weights, ends)`` of ``_lattice.split_forward``,
+    from the lattice arrays the custom VJPs take."""
+    log_z, log_norm, weights, ends = _lattice.split_forward(
+        logits, _lattice.split(states, skip, final), frame_valid, log_epsilon, keep
     )
-    log_z, *ends = _lattice.final_posteriors(blank, label, lattice)
-    return -log_z, log_norm, weights, tuple(ends)
+    return -log_z, log_norm, weights, ends
 
 
 def _nll(logits, states, skip, final, frame_valid, log_epsilon):
@@ -73,11 +70,11 @@ def posterior_gradient(
     emit = _lattice.frame_emissions(logits, log_norm, states, log_epsilon)
     log_z = -nll
 
-    def on_frame(t, beta, ok, grad):
+    def on_frame(t, beta, valid, grad):
         x = jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
         norm = _lattice.frame_norm(log_norm, t)
-        gamma = _lattice.posterior(alphas[t], beta, log_z, ok)
-        row = jnp.where(ok, jnp.exp(norm.apply(x)), 0.0)
+        gamma = _lattice.posterior(alphas[t], beta, log_z, valid)
+        row = jnp.where(valid, jnp.exp(norm.apply(x)), 0.0)
         # Scatter per sequence (vmapped), so that a batch-sharded input keeps
         # every row on its own device: a batched scatter all-gathers.
         row = jax.vmap(lambda r, s, g: r.at[s].add(g))(row, states, -gamma)
@@ -123,26 +120,6 @@ def _gradient_from(res, g):
 _CLASS_SUM_MAX_CLASSES = 64
 
 
-def _frame_posteriors(blank, label, ok):
-    """A frame's blank total ``[B]`` and label posteriors ``[B, N]``, zero on
-    padded frames (``ok [B, 1]``)."""
-    return (
-        jnp.where(ok[:, 0], jnp.sum(blank, axis=1), 0.0),
-        jnp.where(ok, label, 0.0),
-    )
-
-
-def add_class_posteriors(row, lattice, blank, label):
-    """``row [B, K]`` plus a frame's class posteriors: the label posteriors
-    ``label [B, N]`` at their classes, the blank total ``blank [B]`` at the
-    blank (see ``_frame_posteriors``)."""
-    # Scatter per sequence (vmapped), so that a batch-sharded input keeps
-    # every row on its own device: a batched scatter all-gathers.
-    return jax.vmap(lambda r, k, y, g, b: r.at[y].add(g).at[k].add(b))(
-        row, lattice.blank_id[:, 0], lattice.labels, label, blank
-    )
-
-
 def smoothed_gradient(logits, log_norm, lattice, frame_valid, weights, ends, scale):
     """``scale[b] * d nll_b / d logits[b]`` ``[B, T, K]`` from transition weights.
 
@@ -167,15 +144,18 @@ def smoothed_gradient(logits, log_norm, lattice, frame_valid, weights, ends, sca
     valid = jnp.transpose(frame_valid)[:, :, None]
     softmax = jnp.where(valid, jnp.exp(norm.apply(logits)), 0.0)
 
-    def on_frame(t, blank, label, ok, grad):
+    def on_frame(t, blank, label, valid, grad):
         row = jax.lax.dynamic_index_in_dim(grad, t, axis=1, keepdims=False)
-        blank, label = _frame_posteriors(blank, label, ok)
-        row = add_class_posteriors(row, lattice, -blank, -label)
+        blank, label = _lattice.frame_posteriors(blank, label, valid)
+        row = _lattice.add_class_posteriors(row, lattice, -blank, -label)
         return jax.lax.dynamic_update_index_in_dim(
             grad, row * scale[:, None], t, axis=1
         )
 
-    return _lattice.smooth(weights, lattice.skip, frame_valid, *ends, on_frame, softmax)
+    end_blank, end_label = ends
+    return _lattice.smooth(
+        weights, lattice.skip, frame_valid, end_blank, end_label, on_frame, softmax
+    )
 
 
 def _gradient_by_class_sums(
@@ -186,9 +166,9 @@ def _gradient_by_class_sums(
     are taken afterwards, by class, as sums over the labels' one-hot mask."""
     classes = logits.shape[2]
 
-    def on_frame(t, blank, label, ok, kept):
+    def on_frame(t, blank, label, valid, kept):
         labels, blanks = kept
-        blank, label = _frame_posteriors(blank, label, ok)
+        blank, label = _lattice.frame_posteriors(blank, label, valid)
         return (
             jax.lax.dynamic_update_index_in_dim(labels, label, t, axis=0),
             jax.lax.dynamic_update_index_in_dim(blanks, blank, t, axis=0),
@@ -198,8 +178,9 @@ def _gradient_by_class_sums(
     # Zeros shaped like (and sharded like) the weights: [T, B, N] and [T, B]
     # (a sum's shape, not a slice's: N may be 0; the sum itself is not run).
     kept = (jnp.zeros_like(weights.own), jnp.zeros_like(jnp.sum(weights.own, 2)))
+    end_blank, end_label = ends
     labels, blanks = _lattice.smooth(
-        weights, lattice.skip, frame_valid, *ends, on_frame, kept
+        weights, lattice.skip, frame_valid, end_blank, end_label, on_frame, kept
     )
     k = jnp.arange(classes, dtype=jnp.int32)
     # [B, 1, K, N] mask times [B, T, 1, N] posteriors, summed over the labels.
@@ -215,11 +196,12 @@ def _gradient_by_class_sums(
     return grad * scale[:, None, None]
 
 
-def _nll_fwd(*args):
-    if args[4].shape[0] == 0:  # no frame: the alpha-beta path handles it
-        nll, alphas, log_norm = _forward(*args, True)
+def _nll_fwd(logits, states, skip, final, frame_valid, log_epsilon):
+    args = (logits, states, skip, final, frame_valid, log_epsilon)
+    if frame_valid.shape[0] == 0:  # no frame: the alphas' path handles it
+        nll, alphas, log_norm = _forward(*args, keep=True)
         return nll, (args, log_norm, alphas, nll)
-    nll, log_norm, weights, ends = _split_forward(*args, True)
+    nll, log_norm, weights, ends = _split_forward(*args, keep=True)
     return nll, (args, log_norm, weights, ends)
 
 
@@ -247,9 +229,12 @@ def _nll_and_alphas_posterior(logits, states, skip, final, frame_valid, log_epsi
     return _nll_and_alphas(logits, states, skip, final, frame_valid, log_epsilon)
 
 
-def _both_fwd(*primals):
-    args = tuple(a.value for a in primals)
-    nll, alphas, log_norm = _forward(*args, True)
+def _both_fwd(logits, states, skip, final, frame_valid, log_epsilon):
+    # symbolic_zeros=True: the primals come wrapped, their values in `.value`.
+    primals = (logits, states, skip, final, frame_valid, log_epsilon)
+    logits, states, skip, final, frame_valid, log_epsilon = (a.value for a in primals)
+    args = (logits, states, skip, final, frame_valid, log_epsilon)
+    nll, alphas, log_norm = _forward(*args, keep=True)
     return (nll, alphas), (args, log_norm, alphas, nll)
 
 
@@ -268,35 +253,6 @@ def _both_bwd(res, cotangents):
 _nll_and_alphas_posterior.defvjp(_both_fwd, _both_bwd, symbolic_zeros=True)
 
 
-def _check(
-    logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
-):
-    """Every input check; returns the inputs as arrays of the compute dtype."""
-    logits, logit_paddings = _lattice.check_logits(logits, logit_paddings)
-    labels, label_paddings = _lattice.check_labels(
-        labels, label_paddings, logits.shape[0]
-    )
-    blank_id = _lattice.check_blank_id(blank_id, logits.shape[2])
-    _lattice.check_values(
-        logits, logit_paddings, labels, label_paddings, blank_id, checked
-    )
-    dtype = _lattice.compute_dtype(logits.dtype)
-    log_epsilon = _lattice.check_log_epsilon(log_epsilon, dtype, checked)
-    return (
-        logits.astype(dtype),
-        logit_paddings,
-        labels,
-        label_paddings,
-        blank_id,
-        log_epsilon,
-    )
-
-
-def _lattice_inputs(logit_paddings, labels, label_paddings, blank_id):
-    lattice = _lattice.build_lattice(labels, label_paddings, blank_id)
-    return lattice, jnp.transpose(logit_paddings == 0)
-
-
 @functools.partial(
     jax.jit, static_argnames=("blank_id", "grad_mode", "with_alphas", "zero_infinity")
 )
@@ -312,7 +268,7 @@ def _loss_core(
     with_alphas,
     zero_infinity=False,
 ):
-    lattice, frame_valid = _lattice_inputs(
+    lattice, frame_valid = _lattice.lattice_inputs(
         logit_paddings, labels, label_paddings, blank_id
     )
     args = (
@@ -333,7 +289,7 @@ def _loss_core(
     # just below zero (optax issue #1771), which the clamp removes.
     nll = jnp.maximum(nll, 0.0)
     if zero_infinity:
-        nll = jnp.where(_lattice.reachable(logits, lattice, frame_valid), nll, 0.0)
+        nll = jnp.where(_lattice.alignable(logits, lattice, frame_valid), nll, 0.0)
     return nll, alphas, lattice.num_labels
 
 
@@ -350,23 +306,20 @@ def _loss_and_alphas(
     zero_infinity=False,
 ):
     """Checks the inputs (eagerly), then runs one jitted computation."""
-    if grad_mode not in _GRAD_MODES:
+    if grad_mode not in get_args(GradMode):
         raise ValueError(
-            f"`grad_mode` must be one of {_GRAD_MODES}, got {grad_mode!r}."
+            f"`grad_mode` must be one of {get_args(GradMode)}, got {grad_mode!r}."
         )
-    logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon = _check(
+    *arrays, blank_id, log_epsilon = _checks.check_lattice_inputs(
         logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon, checked
     )
     return _loss_core(
-        logits,
-        logit_paddings,
-        labels,
-        label_paddings,
+        *arrays,
         log_epsilon,
         blank_id=blank_id,
         grad_mode=grad_mode,
         with_alphas=with_alphas,
-        zero_infinity=_lattice.check_bool("zero_infinity", zero_infinity),
+        zero_infinity=_checks.check_bool("zero_infinity", zero_infinity),
     )
 
 
@@ -378,7 +331,7 @@ def ctc_loss_with_forward_probs(
     *,
     blank_id: int = 0,
     log_epsilon: jax.typing.ArrayLike = -1e5,
-    grad_mode: str = "posterior",
+    grad_mode: GradMode = "posterior",
     checked: bool = False,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     r"""CTC loss per sequence and the forward variables, as in optax.
@@ -426,7 +379,7 @@ def ctc_loss_with_forward_probs(
       log_epsilon: the stand-in for :math:`\log 0`, a scalar in
         ``[-1e20, 0)``.
       grad_mode: ``"posterior"`` (default): the closed-form gradient
-        ``softmax - posterior occupancy``, memory a small multiple of one
+        ``softmax - class posteriors``, memory a small multiple of one
         ``[T, B, 2N+1]`` lattice (:func:`ctc_loss` carries the posteriors
         back along the forward pass's transition weights; with the alphas
         returned, they come from an alpha-beta pass); supports reverse mode
@@ -530,11 +483,11 @@ def feasible(
             f"`logit_paddings` must have rank 2 [B, T], got shape "
             f"{logit_paddings.shape}."
         )
-    labels, label_paddings = _lattice.check_labels(
+    labels, label_paddings = _checks.check_labels(
         labels, label_paddings, logit_paddings.shape[0], batch_from="logit_paddings"
     )
-    _lattice.check_paddings(logit_paddings, "logit_paddings")
-    _lattice.check_paddings(label_paddings, "label_paddings")
+    _checks.check_paddings(logit_paddings, "logit_paddings")
+    _checks.check_paddings(label_paddings, "label_paddings")
     num_frames = jnp.sum(logit_paddings == 0, axis=1, dtype=jnp.int32)
     return num_frames >= _lattice.min_frames(labels, label_paddings)
 
@@ -547,9 +500,9 @@ def ctc_loss(
     *,
     blank_id: int = 0,
     log_epsilon: jax.typing.ArrayLike = -1e5,
-    reduction: str = "none",
+    reduction: Reduction = "none",
     zero_infinity: bool = False,
-    grad_mode: str = "posterior",
+    grad_mode: GradMode = "posterior",
     checked: bool = False,
 ) -> jax.Array:
     r"""CTC loss: :math:`-\log P(\mathrm{labels} \mid \mathrm{logits})`.
@@ -598,9 +551,9 @@ def ctc_loss(
       >>> grad.shape
       (1, 2, 2)
     """
-    if reduction not in _REDUCTIONS:
+    if reduction not in get_args(Reduction):
         raise ValueError(
-            f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}."
+            f"`reduction` must be one of {get_args(Reduction)}, got {reduction!r}."
         )
     loss, _, num_labels = _loss_and_alphas(
         logits,
@@ -683,7 +636,7 @@ def sequence_log_probs(
       >>> [round(float(x), 4) for x in jnp.exp(lp[0])]
       [0.75, 0.25]
     """
-    logits, logit_paddings = _lattice.check_logits(logits, logit_paddings)
+    logits, logit_paddings = _checks.check_logits(logits, logit_paddings)
     labels = jnp.asarray(labels)
     label_paddings = jnp.asarray(label_paddings)
     if labels.ndim not in (2, 3):
@@ -703,17 +656,19 @@ def sequence_log_probs(
     paths = labels.shape[1] if labels.ndim == 3 else 1
     # Explicit sizes: with N = 0 a -1 in the shape would be ambiguous.
     flat_shape = (labels.shape[0] * paths, labels.shape[-1])
-    flat, flat_paddings = _lattice.check_labels(
+    flat, flat_paddings = _checks.check_labels(
         labels.reshape(flat_shape), label_paddings.reshape(flat_shape), flat_shape[0]
     )
-    blank_id = _lattice.check_blank_id(blank_id, logits.shape[2])
-    _lattice.check_values(logits, logit_paddings, flat, flat_paddings, blank_id, False)
-    log_p = _rescore(logits, logit_paddings, flat, flat_paddings, blank_id, paths)
+    blank_id = _checks.check_blank_id(blank_id, logits.shape[2])
+    _checks.check_values(logits, logit_paddings, flat, flat_paddings, blank_id, False)
+    log_p = _rescore(
+        logits, logit_paddings, flat, flat_paddings, blank_id=blank_id, paths=paths
+    )
     return log_p.reshape(labels.shape[:-1])
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5))
-def _rescore(logits, logit_paddings, labels, label_paddings, blank_id, paths):
+@functools.partial(jax.jit, static_argnames=("blank_id", "paths"))
+def _rescore(logits, logit_paddings, labels, label_paddings, *, blank_id, paths):
     if paths != 1:
         logits = jnp.repeat(logits, paths, axis=0)
         logit_paddings = jnp.repeat(logit_paddings, paths, axis=0)
@@ -724,10 +679,10 @@ def _rescore(logits, logit_paddings, labels, label_paddings, blank_id, paths):
         labels,
         label_paddings,
         blank_id=blank_id,
-        log_epsilon=_lattice.MIN_LOG_EPSILON,
+        log_epsilon=_checks.MIN_LOG_EPSILON,
     )
-    lattice, frame_valid = _lattice_inputs(
+    lattice, frame_valid = _lattice.lattice_inputs(
         logit_paddings, labels, label_paddings, blank_id
     )
-    possible = _lattice.reachable(logits, lattice, frame_valid)
-    return jnp.where(possible, -loss, -jnp.inf)
+    alignable = _lattice.alignable(logits, lattice, frame_valid)
+    return jnp.where(alignable, -loss, -jnp.inf)

@@ -19,15 +19,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxctc import _lattice
+from jaxctc import _checks
 
 
 def _check_pair(labels, paddings, name):
     paddings_name = f"{name[:-1]}_paddings"
-    labels, paddings = _lattice.check_labels(
+    labels, paddings = _checks.check_labels(
         labels, paddings, name=name, paddings_name=paddings_name
     )
-    _lattice.check_paddings(paddings, paddings_name)
+    _checks.check_paddings(paddings, paddings_name)
     return labels, paddings
 
 
@@ -175,20 +175,21 @@ def edit_distance(
     labels, label_paddings, references, reference_paddings = _check_inputs(
         labels, label_paddings, references, reference_paddings
     )
-    if separator_id is not None and (
-        not isinstance(separator_id, (int, np.integer))
-        or isinstance(separator_id, bool)
-    ):
-        raise TypeError(f"`separator_id` must be an int or None, got {separator_id!r}.")
+    if separator_id is not None:
+        separator_id = _checks.python_int("separator_id", separator_id)
     return _distances(
-        labels, label_paddings, references, reference_paddings, separator_id
+        labels,
+        label_paddings,
+        references,
+        reference_paddings,
+        separator_id=separator_id,
     )
 
 
 # Checked eagerly, computed as one jitted computation: called outside ``jit``
 # it compiles once per shape (the scan alone would be traced on every call).
-@functools.partial(jax.jit, static_argnums=4)
-def _distances(labels, label_paddings, references, reference_paddings, separator_id):
+@functools.partial(jax.jit, static_argnames="separator_id")
+def _distances(labels, label_paddings, references, reference_paddings, *, separator_id):
     hyp, hyp_valid, _ = _compact(labels, label_paddings)
     ref, ref_valid, ref_count = _compact(references, reference_paddings)
     if separator_id is None:

@@ -174,13 +174,13 @@ def advance(tables: NGramTables, state, word):
     # The context and its backoff states, with the backoff weights paid to
     # reach each (the root backs off to itself at no cost): all ``order``
     # tries are independent, so they are one lookup, not a chain of them.
-    contexts, paid = [state], [jnp.zeros(state.shape, jnp.float32)]
+    chain, costs = [state], [jnp.zeros(state.shape, jnp.float32)]
     for _ in range(tables.order - 1):
-        paid.append(paid[-1] + _buckets.take(tables.backoff, contexts[-1]))
-        contexts.append(_buckets.take(tables.backoff_state, contexts[-1]))
+        costs.append(costs[-1] + _buckets.take(tables.backoff, chain[-1]))
+        chain.append(_buckets.take(tables.backoff_state, chain[-1]))
     shape = jnp.broadcast_shapes(state.shape, word.shape) + (tables.order,)
-    contexts = jnp.broadcast_to(jnp.stack(contexts, axis=-1), shape)
-    paid = jnp.broadcast_to(jnp.stack(paid, axis=-1), shape)
+    contexts = jnp.broadcast_to(jnp.stack(chain, axis=-1), shape)
+    paid = jnp.broadcast_to(jnp.stack(costs, axis=-1), shape)
     words = jnp.broadcast_to(word[..., None], shape)
     found, log_prob, after = _buckets.lookup(tables.arcs, contexts, words)
     # The longest context with an arc decides.

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxctc import _lattice
+from jaxctc import _checks
 from jaxctc._hypotheses import Hypotheses
 
 _NEG_INF = -np.inf
@@ -182,11 +182,11 @@ def prefix_search(
             "`prefix_search` runs on the host and cannot be traced (jit, vmap): "
             "call it on concrete arrays, or use `prefix_beam_search`."
         )
-    logits, logit_paddings = _lattice.check_logits(logits, logit_paddings)
-    blank_id = _lattice.check_blank_id(blank_id, logits.shape[2])
-    _lattice.check_paddings(logit_paddings, "logit_paddings")
-    _lattice.check_finite_logits(logits)
-    dtype = _lattice.compute_dtype(logits.dtype)
+    logits, logit_paddings, blank_id = _checks.check_decoder_inputs(
+        logits, logit_paddings, blank_id
+    )
+    _checks.check_finite_logits(logits)
+    dtype = _checks.compute_dtype(logits.dtype)
     x = np.asarray(logits.astype(dtype), np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         m = np.max(x, axis=-1, keepdims=True)

@@ -9,15 +9,11 @@ import numpy as np
 import pytest
 
 import jaxctc
+from tests import references
 
 # ----------------------------------------------------------------------------
 # References: enumerate every alignment of the valid frames (float64, NumPy).
 # ----------------------------------------------------------------------------
-
-
-def _log_softmax(x):
-    m = np.max(x, axis=-1, keepdims=True)
-    return x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
 
 
 def _unpadded(labels, paddings):
@@ -64,7 +60,7 @@ def brute_force_align(logits, logit_paddings, labels, label_paddings, blank):
     """Best alignment per sequence with the documented tie-break."""
     batch, time, _ = logits.shape
     n = labels.shape[1]
-    log_probs = _log_softmax(logits)
+    log_probs = references.log_softmax(logits)
     frame_labels = np.full((batch, time), -1)
     scores = np.full(batch, -np.inf)
     starts = np.full((batch, n), -1)
@@ -90,7 +86,7 @@ def brute_force_align(logits, logit_paddings, labels, label_paddings, blank):
 
 def brute_force_posteriors(logits, logit_paddings, labels, label_paddings, blank):
     """``P(pi_t = k | y, x)`` ``[B, T, K]`` by summing over every alignment."""
-    log_probs = _log_softmax(logits)
+    log_probs = references.log_softmax(logits)
     post = np.zeros(logits.shape)
     for b in range(logits.shape[0]):
         lab = _unpadded(labels[b], label_paddings[b])
@@ -228,7 +224,7 @@ def test_forced_align_repeats_need_a_blank():
     )
     assert out.frame_labels.tolist() == [[1, 0, 1]]
     assert out.starts.tolist() == [[0, 2]] and out.ends.tolist() == [[0, 2]]
-    log_probs = _log_softmax(logits)[0]
+    log_probs = references.log_softmax(logits)[0]
     expected = log_probs[0, 1] + log_probs[1, 0] + log_probs[2, 1]
     np.testing.assert_allclose(out.log_probs[0], expected, rtol=1e-12)
 
@@ -240,7 +236,7 @@ def test_forced_align_matches_textbook_viterbi_on_longer_inputs():
     logits, logit_paddings, labels, label_paddings = inputs
     out = jax.jit(jaxctc.forced_align, static_argnames="blank_id")(*inputs, blank_id=3)
     out = jax.tree.map(np.asarray, out)
-    log_probs = _log_softmax(logits)
+    log_probs = references.log_softmax(logits)
     for b in range(4):
         lab = _unpadded(labels[b], label_paddings[b])
         path, score = numpy_viterbi(log_probs[b], logit_paddings[b], lab, 3)
@@ -274,7 +270,7 @@ def test_forced_align_infeasible_and_empty():
     assert out.log_probs[0] == -np.inf
     assert out.frame_labels.tolist() == [[-1, -1], [0, 0], [-1, -1]]
     assert np.all(out.starts == -1) and np.all(out.ends == -1)
-    log_probs = _log_softmax(logits)
+    log_probs = references.log_softmax(logits)
     np.testing.assert_allclose(out.log_probs[1], log_probs[1, :, 0].sum(), rtol=1e-12)
     assert out.log_probs[2] == 0.0
     _check_alignment(

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import jaxctc
+from tests.versions import jax_at_least
 
 PLATFORMS = ("cpu", "cuda", "tpu")
 B, T, K, N = 3, 7, 5, 3
@@ -87,7 +88,9 @@ def test_custom_call_detector_sees_vendor_calls():
         spec
     ).mlir_module()
     calls = custom_calls(text)
-    assert any("lapack" in c for c in calls) and any("cusolver" in c for c in calls)
+    assert any("lapack" in c for c in calls)
+    if jax_at_least("0.9"):  # jax 0.8 lowers it for CUDA without cuSOLVER
+        assert any("cusolver" in c for c in calls)
 
 
 @pytest.mark.parametrize("name", sorted(ALIGNED))
@@ -97,7 +100,5 @@ def test_exports_loss_and_alignment(name):
 
 @pytest.mark.parametrize("name", DECODERS)
 def test_exports_decoders(name):
-    if name not in jaxctc.__all__:
-        pytest.skip(f"jaxctc.{name} is not on this branch yet")
     logits, logit_paddings, _, _ = _inputs()
     _export_and_check(getattr(jaxctc, name), (logits, logit_paddings))

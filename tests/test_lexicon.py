@@ -23,6 +23,7 @@ from tests.test_hotwords import (
     random_logits,
     random_text,
 )
+from tests.versions import jax_at_least
 
 BPE_LABELS = ["", "▁bugs", "▁bun", "ny", "▁b", "un", "n", "y", "s", "▁"]
 
@@ -160,6 +161,10 @@ def test_bad_arguments_name_themselves():
 
 @pytest.mark.parametrize("mode", ["Auto", "Explicit"])
 def test_batch_sharded_over_8_devices(tmp_path, mode):
+    if mode == "Explicit" and not jax_at_least("0.10.1"):
+        # Measured: jax 0.7.2-0.10.0 cannot place the tables' gathers on a
+        # mesh with explicit axes ("Resource axis: batch ... not found").
+        pytest.skip("a Lexicon on a mesh with explicit axes needs jax >= 0.10.1")
     # As tests/test_sharding.py: 8 CPU devices in a subprocess; the scorers'
     # tables are replicated, every sequence's search stays on its device.
     script = f"""

@@ -14,8 +14,8 @@ exact re-run of its frame).
 
 import pytest
 
-import jaxctc
 from tests.devices import run_on_8_devices
+from tests.versions import jax_at_least
 
 SCRIPT = r"""
 import json, re, sys
@@ -46,8 +46,7 @@ fns = {
     "posteriors": jaxctc.posteriors,
 }
 for name in ("greedy_decode", "prefix_beam_search"):
-    if name in jaxctc.__all__:
-        fns[name] = lambda x, p, y, q, f=getattr(jaxctc, name): f(x, p)
+    fns[name] = lambda x, p, y, q, f=getattr(jaxctc, name): f(x, p)
 
 mesh = jax.make_mesh((8,), ("batch",), axis_types=(getattr(AxisType, sys.argv[1]),))
 
@@ -60,8 +59,7 @@ args = (logits, logit_paddings, labels, label_paddings)
 # K > 64: the beam search's exact re-run of flagged frames is traced too.
 wide = rng.normal(size=(B, T, 300)).astype(np.float32)
 cases = {name: (fn, args) for name, fn in fns.items()}
-if "prefix_beam_search" in fns:
-    cases["prefix_beam_search K=300"] = (fns["prefix_beam_search"], (wide, *args[1:]))
+cases["prefix_beam_search K=300"] = (fns["prefix_beam_search"], (wide, *args[1:]))
 out = {"devices": len(jax.devices()), "results": {}}
 for name, (fn, args) in cases.items():
     one = [jax.device_put(a, jax.devices()[0]) for a in args]
@@ -109,7 +107,6 @@ NAMES = (
     "prefix_beam_search",
     "prefix_beam_search K=300",
 )
-DECODERS = ("greedy_decode", "prefix_beam_search", "prefix_beam_search K=300")
 
 
 def _cases():
@@ -129,8 +126,6 @@ def test_batch_sharded_over_8_devices(reports, mode, name):
     # `jax.sharding.Mesh(devices, ("batch",))` gives). Explicit axes (the
     # default of jax.make_mesh in jax 0.10): every op's output sharding must
     # be decidable from its inputs at trace time.
-    if name in DECODERS and name.split()[0] not in jaxctc.__all__:
-        pytest.skip(f"jaxctc.{name} is not on this branch yet")
     if mode not in reports:
         reports[mode] = run_sharded(mode)
     assert reports[mode]["devices"] == 8
@@ -144,6 +139,11 @@ def test_batch_sharded_over_8_devices(reports, mode, name):
         assert r["collectives"] == ["all-reduce"]
         assert r["shapes"][0] == [] and r["diffs"][0] <= 1e-5 * 16
         assert r["diffs"][1] <= 5e-7, r["diffs"]
+    elif name == "ctc_loss_with_forward_probs" and not jax_at_least("0.9"):
+        # jax 0.7.2-0.8.0 compute some alphas 1 ulp apart on 8 devices
+        # (measured: 9.5e-7), jax >= 0.9 bit for bit.
+        assert r["collectives"] == []
+        assert r["max_diff"] <= 1e-5, r["max_diff"]
     elif name == "prefix_beam_search K=300":
         # One boolean per frame: does any sequence need the exact re-run?
         assert r["collectives"] == ["all-reduce"]

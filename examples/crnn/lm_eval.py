@@ -35,6 +35,7 @@ import data  # noqa: E402
 import plots  # noqa: E402
 import predict  # noqa: E402
 import train  # noqa: E402
+from train import help_of, option  # noqa: E402
 
 import jaxctc  # noqa: E402
 
@@ -52,23 +53,29 @@ class Config:
     is read with the settings it was trained with (its ``config.json``).
     """
 
-    workdir: str = "workdir/crnn-text"
-    steps: int = 600
-    batch_size: int = 32
-    width: int = 256
-    max_len: int = 24
-    channels: tuple[int, ...] = (16, 32, 64, 64)
-    hidden: int = 96
-    eval_every: int = 200
-    test_size: int = 1000
-    validation_size: int = 300
-    order: int = 3
-    beam_width: int = 16
-    weights: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5)
-    word_bonuses: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0)
-    unk_score: float = -10.0
-    decode_batch_size: int = 200
-    progress: bool = True
+    workdir: str = option(
+        "workdir/crnn-text", "folder of the model (train.py's files) and the results"
+    )
+    steps: int = option(600, help_of("steps"))
+    batch_size: int = option(32, help_of("batch_size"))
+    width: int = option(256, help_of("width"))
+    max_len: int = option(24, help_of("max_len"))
+    channels: tuple[int, ...] = option((16, 32, 64, 64), help_of("channels"))
+    hidden: int = option(96, help_of("hidden"))
+    eval_every: int = option(200, help_of("eval_every"))
+    test_size: int = option(1000, "held-out test lines")
+    validation_size: int = option(300, "validation lines that tune the LM")
+    order: int = option(3, "n-gram order of the word LM")
+    beam_width: int = option(16, "beam width of both beam searches")
+    weights: tuple[float, ...] = option(
+        (0.25, 0.5, 0.75, 1.0, 1.5), "LM weights tried on validation"
+    )
+    word_bonuses: tuple[float, ...] = option(
+        (0.0, 1.0, 2.0, 3.0), "word bonuses tried on validation"
+    )
+    unk_score: float = option(-10.0, "score of a word not in the LM (natural log)")
+    decode_batch_size: int = option(200, "lines per decoding batch")
+    progress: bool = option(True, "show progress bars")
 
     def train_config(self) -> train.Config:
         return train.Config(

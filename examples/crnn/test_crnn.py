@@ -1,11 +1,13 @@
 """Smoke tests of the CRNN example: a few steps of the real pipeline."""
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import textwrap
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -30,6 +32,27 @@ SMALL = dict(
     hidden=16,
     progress=False,
 )
+
+
+@pytest.fixture(autouse=True)
+def standard_promotion():
+    """The example runs as users run it, with JAX's default dtype promotion:
+    the suite's strict promotion refuses optax's Adam, which raises float
+    scalars to an int32 power."""
+    with jax.numpy_dtype_promotion("standard"):
+        yield
+
+
+@pytest.mark.parametrize("module", [train, lm_eval])
+def test_help_shows_every_option_with_its_meaning_and_default(module, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"], module.Config, module.__doc__)
+    text = " ".join(capsys.readouterr().out.split())
+    for field in dataclasses.fields(module.Config):
+        flag = "--" + field.name.replace("_", "-")
+        help_text = " ".join(field.metadata["help"].split())
+        assert f"{flag} " in text
+        assert f"{help_text} (default: {field.default})" in text
 
 
 def test_renderer_is_deterministic_and_labels_round_trip():
