@@ -210,10 +210,13 @@ def test_update_jits_once_and_the_state_keeps_its_size():
     logits, paddings = beam_case("random", 2, frames=40)
     init = jaxctc.prefix_beam_search_init(4, 6, beam_width=3, max_label_length=40)
     update = jax.jit(jaxctc.prefix_beam_search_update)
-    state = init
+    state, sizes = init, []
     for x, p in chunks(logits, paddings, (8,))[0]:
         state = update(state, x, p)
-    assert update._cache_size() == 1
+        sizes.append(update._cache_size())
+    # The state made by init may compile once more (in CI's environment it
+    # did: an uncommitted first state); from then on no chunk recompiles.
+    assert sizes[-1] == sizes[1] <= 2
     assert jax.tree.structure(state) == jax.tree.structure(init)
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(init), strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
