@@ -107,7 +107,7 @@ def greedy_decode(
     return hyp
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
+@functools.partial(jax.jit, static_argnames=("blank_id", "merge_repeated"))
 def _greedy(logits, logit_paddings, blank_id, merge_repeated):
     batch, frames, num_classes = logits.shape
     state = _initial(
@@ -311,10 +311,6 @@ def greedy_decode_result(state: GreedyDecodeState) -> Hypotheses:
     return _result(state)
 
 
-_update = jax.jit(lambda state, x, p: _advance(state, x, p))
-_result = jax.jit(lambda state: _hypotheses(state))
-
-
 def _initial(batch, num_classes, blank_id, merge_repeated, max_length, dtype):
     labels, starts, ends = empty_spans((batch, max_length))
     return GreedyDecodeState(
@@ -395,3 +391,7 @@ def _hypotheses(state):
         starts,
         ends,
     )
+
+
+_update = jax.jit(_advance)
+_result = jax.jit(_hypotheses)
