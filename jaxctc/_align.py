@@ -25,9 +25,9 @@ class Alignment(NamedTuple):
         frame (``blank_id`` or a label id); ``-1`` on padded frames and on
         every frame of a sequence with no alignment.
       log_probs: ``[B]`` float, the natural-log probability of that alignment,
-        :math:`\\sum_t \\log \\mathrm{softmax}(\\mathrm{logits}_t)_{\\pi_t}`
-        over the valid frames: at most 0, and ``-inf`` where the sequence has
-        no alignment of nonzero probability.
+        the sum over the valid frames of the log-softmax of the class it
+        emits: at most 0, and ``-inf`` where the sequence has no alignment of
+        nonzero probability.
       starts: ``[B, N]`` int32, the first frame of each label's run of frames;
         ``-1`` for padded labels and sequences with no alignment.
       ends: ``[B, N]`` int32, the last frame of each label's run (inclusive);
@@ -169,23 +169,19 @@ def forced_align(
 ) -> Alignment:
     r"""The single most likely CTC alignment of each label sequence (Viterbi).
 
-    Among the alignments :math:`\pi` (a class per valid frame) that collapse to
-    the labels :math:`y` once repeats are merged and blanks removed, finds
-
-    .. math::
-        \pi^\star = \arg\max_{\pi \in \mathcal{B}^{-1}(y)}
-            \sum_{t} \log \mathrm{softmax}(\mathrm{logits}_t)_{\pi_t},
-
-    batched, by the loss's forward recursion in the max-plus semiring and a
-    backtrack over the stored scores (no backpointer array).
+    Among the alignments (a class per valid frame) that collapse to the labels
+    once repeats are merged and blanks removed, finds the most probable one
+    (the definition is under Notes), batched, by the loss's forward recursion
+    in the max-plus semiring and a backtrack over the stored scores (no
+    backpointer array).
 
     Ties between equally likely best alignments are broken deterministically:
     the path ends in the trailing blank rather than the last label where both
     score the same, and, walking back, stays in a lattice state rather than
     leaving it for an earlier one. Equivalently, among the best alignments it
-    returns the one whose extended-state sequence (blank, :math:`y_1`, blank,
-    :math:`y_2`, ...), read from the last frame backwards, is lexicographically
-    largest (its states :math:`0..2U`, compared at the last frame first). Over
+    returns the one whose extended-state sequence (blank, ``y_1``, blank,
+    ``y_2``, ...), read from the last frame backwards, is lexicographically
+    largest (its states ``0..2U``, compared at the last frame first). Over
     four uniform frames, ``[1, 2]`` so aligns as ``1 2 - -``.
 
     A sequence with no alignment (fewer valid frames than its labels plus
@@ -211,7 +207,7 @@ def forced_align(
     Returns:
       An :class:`Alignment` ``(frame_labels [B, T], log_probs [B], starts
       [B, N], ends [B, N])``: the class per frame (``-1`` on padded frames), the
-      alignment's natural-log probability (:math:`\le 0`, in the compute dtype:
+      alignment's natural-log probability (``<= 0``, in the compute dtype:
       float32 unless the logits are float64), and the first and last frame of
       each label (``-1`` for padded labels).
 
@@ -223,6 +219,11 @@ def forced_align(
         ``+inf`` logits and a bad ``log_epsilon``, as
         :func:`ctc_loss_with_forward_probs`.
       TypeError: for non-float ``logits`` or non-integer ``labels``.
+
+    Notes:
+      .. math::
+          \pi^\star = \arg\max_{\pi \in \mathcal{B}^{-1}(y)}
+              \sum_{t} \log \mathrm{softmax}(\mathrm{logits}_t)_{\pi_t}.
 
     Examples:
       Three frames favouring blank, ``a = 1``, blank; the best alignment of
@@ -260,19 +261,15 @@ def posteriors(
 ) -> jax.Array:
     r"""Class posteriors: the probability of each class at each frame given the labels.
 
-    .. math::
-        \gamma_{b,t,k} = P(\pi_t = k \mid y_b, x_b)
-            = \frac{\sum_{\pi \in \mathcal{B}^{-1}(y_b),\, \pi_t = k}
-                    \prod_{t'} p_{t'}(\pi_{t'})}{P(y_b \mid x_b)},
-            \qquad p_t = \mathrm{softmax}(\mathrm{logits}_t),
-
-    from the passes that give :func:`ctc_loss` its gradient, which is exactly
-    ``softmax(logits) - posteriors`` on valid frames (per unit of loss): the
-    forward pass keeps how each state's probability splits among its
-    predecessors, and a backward pass carries the posteriors (numbers in
-    ``[0, 1]``) back along those weights, so they keep float32 accuracy on
-    long sequences. A label that occurs twice in ``y`` contributes both
-    occurrences to its class.
+    ``P(class k at frame t | labels, x)`` over the alignments of the labels
+    (the definition is under Notes), from the passes that give
+    :func:`ctc_loss` its gradient, which is exactly ``softmax(logits) -
+    posteriors`` on valid frames (per unit of loss): the forward pass keeps
+    how each state's probability splits among its predecessors, and a
+    backward pass carries the posteriors (numbers in ``[0, 1]``) back along
+    those weights, so they keep float32 accuracy on long sequences. A label
+    that occurs twice in the labels contributes both occurrences to its
+    class.
 
     Log-probabilities below ``log_epsilon`` count as ``log_epsilon``, as in the
     loss. A sequence with no alignment (see :func:`feasible`) therefore gets
@@ -286,8 +283,7 @@ def posteriors(
       labels: ``[B, N]`` integer class ids, right-padded.
       label_paddings: ``[B, N]``, 1.0 on padded labels, each row zeros then ones.
       blank_id: the blank's class index, in ``[0, K)``.
-      log_epsilon: the stand-in for :math:`\log 0`, a scalar in
-        ``[-1e20, 0)``.
+      log_epsilon: the stand-in for log 0, a scalar in ``[-1e20, 0)``.
       checked: value checks under ``jit`` via ``checkify``.
 
     Returns:
@@ -298,6 +294,13 @@ def posteriors(
     Raises:
       ValueError: as :func:`forced_align`.
       TypeError: for non-float ``logits`` or non-integer ``labels``.
+
+    Notes:
+      .. math::
+          \gamma_{b,t,k} = P(\pi_t = k \mid y_b, x_b)
+              = \frac{\sum_{\pi \in \mathcal{B}^{-1}(y_b),\, \pi_t = k}
+                      \prod_{t'} p_{t'}(\pi_{t'})}{P(y_b \mid x_b)},
+              \qquad p_t = \mathrm{softmax}(\mathrm{logits}_t).
 
     Examples:
       Two uniform frames, labels ``[1]``: of the three alignments ``-a``,

@@ -677,40 +677,29 @@ def prefix_beam_search(
 ) -> Hypotheses:
     r"""CTC prefix beam search: the most probable labellings, jittable.
 
-    Keeps the ``beam_width`` most probable prefixes. Each prefix :math:`y`
-    carries the probability of the frames so far over the alignments that
-    spell it, split by whether the last frame is a blank
-    (:math:`p_b`) or its last token (:math:`p_{nb}`). Per frame with
-    :math:`\ell = \log\mathrm{softmax}(x_t)` and :math:`\oplus` the log-sum,
+    Keeps the ``beam_width`` most probable prefixes. Each prefix carries the
+    probability of the frames so far over the alignments that spell it, split
+    by whether the last frame is a blank or its last token; every frame, each
+    beam is extended by every class, an extension equal to an existing beam is
+    merged into it by summing, and the ``W`` most probable prefixes are kept
+    (the recursion is under Notes). The whole search is one ``lax.scan`` over
+    frames with fixed shapes, batched, with no host callbacks and a compile
+    time independent of ``T``. Per frame it reads the logits once to find the
+    few classes that can enter the beam (see "Speed" below).
 
-    .. math::
-        p_b(y) &\leftarrow (p_b(y) \oplus p_{nb}(y)) + \ell_{\mathrm{blank}}, \\
-        p_{nb}(y) &\leftarrow (p_{nb}(y) + \ell_{y_{-1}})
-            \oplus \bigoplus_{y = y' k} (p_b(y') [\oplus p_{nb}(y')
-            \text{ if } k \ne y'_{-1}]) + \ell_k,
-
-    the extensions :math:`y' k` of every beam :math:`y'` by every class
-    :math:`k`; an extension equal to an existing beam is merged into it by
-    summing, and the ``W`` most probable prefixes are kept. The whole search
-    is one ``lax.scan`` over frames with fixed shapes, batched, with no host
-    callbacks and a compile time independent of ``T``. Per frame it reads
-    the logits once to find the few classes that can enter the beam (see
-    "Speed" below).
-
-    Scores: ``log_probs`` is :math:`\log(p_b + p_{nb})` after the last frame,
-    the log of the total probability of all alignments of that labelling that
-    the beam kept, always ``<= 0``. It is a lower bound on
-    :math:`\log P(\mathrm{labels} \mid x)` (exact when the beam never dropped
-    a prefix of the labelling or a path to it; :func:`sequence_log_probs`
-    gives the exact value). TF's ``ctc_beam_search_decoder`` and Keras'
-    ``ctc_decode`` also return a log-probability (negative), computed on their
-    inputs as given.
+    Scores: ``log_probs`` is the log of the total probability of all
+    alignments of that labelling that the beam kept, after the last frame,
+    always ``<= 0``. It is a lower bound on ``log P(labels | x)`` (exact when
+    the beam never dropped a prefix of the labelling or a path to it;
+    :func:`sequence_log_probs` gives the exact value). TF's
+    ``ctc_beam_search_decoder`` and Keras' ``ctc_decode`` also return a
+    log-probability (negative), computed on their inputs as given.
 
     Speed: only the ``W + 1`` most probable classes of a frame can extend a
     prefix into the beam, and on a trained model's output usually fewer do.
     For ``K > 64`` the search tries the 4 best classes of each frame first
-    (found exactly, in two levels over blocks of classes) and re-runs a frame with the ``W + 1`` best classes, for every
-    sequence, only when a bound shows that another class could enter one of
+    (found exactly, in two levels over blocks of classes) and re-runs a frame
+    with the ``W + 1`` best classes, for every sequence, only when a bound shows that another class could enter one of
     them; the result is the same as trying every class. Its cost is that pass,
     one ``exp`` pass for the scores, and per frame work that depends on ``W``,
     not on ``K``, plus the re-runs (on model-like outputs with ``B = 200``,
@@ -770,6 +759,22 @@ def prefix_beam_search(
         (under ``jit``: an unspecified hypothesis and score) or paddings that
         are not 0/1.
       TypeError: for non-float ``logits`` or non-int options.
+
+    Notes:
+      A prefix :math:`y` holds :math:`p_b(y)` and :math:`p_{nb}(y)`, the
+      log-probabilities of its alignments ending in a blank and in its last
+      token. Per frame, with :math:`\ell = \log\mathrm{softmax}(x_t)` and
+      :math:`\oplus` the log-sum,
+
+      .. math::
+          p_b(y) &\leftarrow (p_b(y) \oplus p_{nb}(y)) + \ell_{\mathrm{blank}}, \\
+          p_{nb}(y) &\leftarrow (p_{nb}(y) + \ell_{y_{-1}})
+              \oplus \bigoplus_{y = y' k} (p_b(y') [\oplus p_{nb}(y')
+              \text{ if } k \ne y'_{-1}]) + \ell_k,
+
+      over the extensions :math:`y' k` of every beam :math:`y'` by every
+      class :math:`k`; ``log_probs`` is :math:`p_b(y) \oplus p_{nb}(y)` after
+      the last frame.
 
     Examples:
       Two frames, blank (0) with probability 0.6 and ``a`` (1) with 0.4: the

@@ -42,11 +42,10 @@ def greedy_decode(
 ) -> Hypotheses:
     r"""Best-path decoding: the most probable class per frame, collapsed.
 
-    The best path :math:`\hat\pi_t = \arg\max_k \mathrm{softmax}(x_t)_k` over
-    the valid frames is collapsed by merging repeated classes (when
-    ``merge_repeated``) and removing blanks. Padded frames are skipped, so a
-    class repeated across a padded frame is merged. Ties go to the lower
-    class index.
+    The most probable class of every valid frame (the best path) is collapsed
+    by merging repeated classes (when ``merge_repeated``) and removing blanks.
+    Padded frames are skipped, so a class repeated across a padded frame is
+    merged. Ties go to the lower class index.
 
     Args:
       logits: ``[B, T, K]`` unnormalised scores (``log_softmax`` is applied),
@@ -61,17 +60,11 @@ def greedy_decode(
       :class:`Hypotheses` with ``labels [B, T]`` int32 (padded with 0),
       ``label_paddings [B, T]`` float32, ``log_probs [B]`` in the compute
       dtype and ``starts``/``ends [B, T]``: the first and last valid frame of
-      each token's run, -1 where padded. ``log_probs`` is
-
-      .. math::
-          \mathrm{log\_probs} = \sum_{t \text{ valid}} \max_k
-              \log \mathrm{softmax}(x_t)_k = \log P(\hat\pi \mid x),
-
-      the log-probability of the single best alignment, always ``<= 0`` (0
-      for a sequence with no valid frame, ``-inf`` if a valid frame has only
-      ``-inf`` logits). It is a lower bound on
-      :math:`\log P(\mathrm{labels} \mid x)`, which sums over all alignments
-      of the labels (see :func:`sequence_log_probs`). TF's
+      each token's run, -1 where padded. ``log_probs`` is the log-probability
+      of the single best alignment, always ``<= 0`` (0 for a sequence with no
+      valid frame, ``-inf`` if a valid frame has only ``-inf`` logits): a
+      lower bound on ``log P(labels | x)``, which sums over all alignments of
+      the labels (see :func:`sequence_log_probs`). TF's
       ``ctc_greedy_decoder`` and Keras' ``ctc_decode`` instead return the
       negated sum of the *unnormalised* maximal inputs.
 
@@ -82,6 +75,14 @@ def greedy_decode(
         or paddings that are not 0/1.
       TypeError: for non-float ``logits``, a non-int ``blank_id`` or a
         non-bool ``merge_repeated``.
+
+    Notes:
+      With :math:`\ell_t = \log\mathrm{softmax}(x_t)`, the best path is
+      :math:`\hat\pi_t = \arg\max_k \ell_{t,k}` and
+
+      .. math::
+          \mathrm{log\_probs} = \sum_{t \text{ valid}} \max_k \ell_{t,k}
+              = \log P(\hat\pi \mid x).
 
     Examples:
       Blank is 0; the best path ``a a - b`` collapses to ``[1, 2]`` (``a`` on

@@ -30,29 +30,24 @@ class Hotwords:
 
     Every occurrence of every phrase counts, overlapping ones and phrases
     inside others included (a phrase listed twice counts twice). A complete
-    hypothesis with text :math:`y` gets
-
-    .. math::
-        \mathrm{weight} \cdot \#\{\text{occurrences of the phrases in } y\},
-
-    so a phrase's bonus does not depend on its length or on the
+    hypothesis gets ``weight`` times the number of occurrences of the phrases
+    in its text, so a phrase's bonus does not depend on its length or on the
     tokenization. While a phrase is being matched, each character of the
     match (each token, for character labels) gets its share: a partial match
-    of :math:`m` of the :math:`n` characters of a phrase (counting its inner
-    delimiters, not the ones around it) is credited :math:`\mathrm{weight}
-    \cdot m / n` for as long as it lasts, and the credit is taken back when
+    of ``m`` of the ``n`` characters of a phrase (counting its inner
+    delimiters, not the ones around it) is credited ``weight * m / n`` for as
+    long as it lasts, and the credit is taken back when
     the match breaks (when the automaton falls back to a shorter partial
     match) or the hypothesis ends unfinished. The credit of a partial match
     is that of the longest suffix of the text that begins a phrase (the
-    automaton's state), with the largest :math:`m / n` among the phrases it
+    automaton's state), with the largest ``m / n`` among the phrases it
     begins. Scores are in natural-log units, summed with the other scorers'
     (e.g. :class:`NGramLM`). A negative ``weight`` suppresses the phrases.
 
-    pyctcdecode's ``hotword_weight`` :math:`w` adds :math:`w` per matched
-    word of a phrase: a phrase of :math:`k` words needs ``weight`` :math:`=
-    k w` here for the same total. NeMo and icefall credit a fixed score per
-    token: ``weight`` :math:`= n \cdot` their score per token, for a phrase
-    of :math:`n` character tokens.
+    pyctcdecode's ``hotword_weight`` ``w`` adds ``w`` per matched word of a
+    phrase: a phrase of ``k`` words needs ``weight = k * w`` here for the
+    same total. NeMo and icefall credit a fixed score per token: ``weight =
+    n *`` their score per token, for a phrase of ``n`` character tokens.
 
     Args:
       phrases: the hotwords: strings (or a single string), or sequences of

@@ -23,13 +23,8 @@ class Lexicon:
     The text of a hypothesis is cut into words at the ``word_delimiter``
     (character labels: the delimiter label; BPE labels: before each
     word-initial label, e.g. ``"▁bun"`` with ``word_delimiter="▁"``). A
-    complete hypothesis gets
-
-    .. math::
-        \begin{cases} 0 & \text{every word is in } \mathrm{words} \\
-        -\infty & \text{otherwise,} \end{cases}
-
-    and a prefix gets :math:`-\infty` at the token where it stops being the
+    complete hypothesis gets 0 when every word is in ``words`` and ``-inf``
+    otherwise, and a prefix gets ``-inf`` at the token where it stops being the
     beginning of such a hypothesis: a partial word that no word of the list
     starts with, or a delimiter (a word-initial token) after a partial word
     that is not a word; the end (``final``) requires the last word to be
@@ -38,10 +33,10 @@ class Lexicon:
     (``word_delimiter=None``) the whole text must be one word of the list
     (e.g. a list of codes to recognize).
 
-    A prefix scored :math:`-\infty` ranks below every allowed one, so it
+    A prefix scored ``-inf`` ranks below every allowed one, so it
     stays in the beam only while fewer than ``beam_width`` allowed prefixes
     exist (tied with empty slots, it may be dropped), and its extensions are
-    all :math:`-\infty` too (its state is dead). When fewer than
+    all ``-inf`` too (its state is dead). When fewer than
     ``top_paths`` allowed hypotheses were found, ``prefix_beam_search``
     returns the rest as missing hypotheses: empty labels, ``log_probs`` and
     ``scores`` ``-inf``. No NaN arises: the other scorers' contributions are finite, and

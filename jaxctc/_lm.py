@@ -64,22 +64,15 @@ class NGramLM:
     - **word-level** (the LM's words are spelled by the labels, separated by
       ``word_delimiter``): a word is scored when it completes (at a
       delimiter, or at the end). A complete hypothesis with words
-      :math:`v_1 .. v_n` gets
-
-      .. math::
-          \mathrm{weight} \cdot \ln P_{LM}(v_1 .. v_n, \langle/s\rangle
-          \mid \langle s\rangle) + \mathrm{word\_bonus} \cdot n
-          + \mathrm{unk\_score} \cdot n_{OOV},
-
-      with out-of-vocabulary words scored as ``<unk>``. A partial word that
+      ``v_1 .. v_n`` gets ``weight * ln P_LM(v_1 .. v_n, </s> | <s>) +
+      word_bonus * n + unk_score * n_oov``, with out-of-vocabulary words scored as ``<unk>``. A partial word that
       no LM word starts with gets ``unk_score`` at the token that breaks it
       (pyctcdecode's rule, so such prefixes leave the beam early); a word
       that completes outside the vocabulary otherwise gets it then: once per
       OOV word either way.
     - **token-level** (every LM word is a label: a BPE or character LM): each
-      new token :math:`y_i` gets :math:`\mathrm{weight} \cdot \ln P(y_i \mid
-      y_{<i}) + \mathrm{token\_bonus}`, the end :math:`\mathrm{weight} \cdot
-      \ln P(\langle/s\rangle \mid y)`.
+      new token ``y_i`` gets ``weight * ln P(y_i | y_<i) + token_bonus``, the
+      end ``weight * ln P(</s> | y)``.
 
     Natural-log units throughout: pyctcdecode's ``alpha``/``beta`` are
     ``weight``/``word_bonus`` (it converts KenLM's log10 to ln, as here);
@@ -100,8 +93,8 @@ class NGramLM:
 
     Examples:
       A word-level 1-gram over the labels blank, ``a``, ``b``, space; the
-      hypothesis "ab" gets :math:`\ln P(ab) + \ln P(</s>)`, i.e.
-      :math:`(-0.3 - 1) \ln 10`, once it ends:
+      hypothesis "ab" gets ``ln P(ab) + ln P(</s>)``, i.e.
+      ``(-0.3 - 1) * ln 10``, once it ends:
 
       >>> import pathlib, tempfile, jax, jax.numpy as jnp, jaxctc
       >>> path = pathlib.Path(tempfile.mkdtemp()) / "lm.arpa"

@@ -93,8 +93,10 @@ def posterior_gradient(
     )
 
 
-# The loss alone (ctc_loss): its primal pass keeps no alphas; the forward pass
-# of reverse mode keeps them (one [T, B, S] lattice) for the gradient.
+# The loss alone (ctc_loss): its primal pass keeps nothing; the forward pass
+# of reverse mode keeps the split lattice's transition weights ([T, B, N + 1]
+# and [T, B, N]), and the backward pass carries the posteriors back along
+# them (smoothed_gradient). With no frame (T = 0) the alphas' path runs.
 @jax.custom_vjp
 def _nll_posterior(logits, states, skip, final, frame_valid, log_epsilon):
     return _nll(logits, states, skip, final, frame_valid, log_epsilon)
@@ -221,9 +223,10 @@ def _nll_bwd(res, g):
 _nll_posterior.defvjp(_nll_fwd, _nll_bwd)
 
 
-# The loss with its alphas (ctc_loss_with_forward_probs): the loss's cotangent
-# takes the posterior gradient; a cotangent on the alphas themselves (rare)
-# falls back to autodiff through the scan, recomputed in the backward pass.
+# The loss with its alphas (ctc_loss_with_forward_probs): the alphas are kept
+# anyway, so the loss's cotangent takes the alpha-beta posterior gradient
+# (posterior_gradient); a cotangent on the alphas themselves (rare) falls back
+# to autodiff through the scan, recomputed in the backward pass.
 @jax.custom_vjp
 def _nll_and_alphas_posterior(logits, states, skip, final, frame_valid, log_epsilon):
     return _nll_and_alphas(logits, states, skip, final, frame_valid, log_epsilon)
@@ -337,35 +340,17 @@ def ctc_loss_with_forward_probs(
     r"""CTC loss per sequence and the forward variables, as in optax.
 
     A drop-in for ``optax.ctc_loss_with_forward_probs``: same arguments, same
-    outputs. For labels :math:`y_{1..U}` and frames :math:`x_{1..T}`,
+    outputs. The loss is ``-log P(labels | x)`` in nats, the probability
+    summed over every alignment of the labels (a class per valid frame that
+    collapses to the labels once repeats are merged and blanks removed); the
+    forward variables are the log-alphas of that sum in optax's layout (the
+    definitions are under Notes).
 
-    .. math::
-        \mathrm{loss} = -\log P(y \mid x)
-            = -\log \sum_{\pi \in \mathcal{B}^{-1}(y)} \prod_{t=1}^{T}
-              \mathrm{softmax}(\mathrm{logits}_t)_{\pi_t},
-
-    the sum running over every alignment :math:`\pi` (a class per valid frame)
-    that collapses to :math:`y` once repeats are merged and blanks removed.
-
-    The forward variables are :math:`\log\alpha` in optax's layout:
-
-    .. math::
-        \alpha^{\mathrm{blank}}_t(n) &= P(\pi_{1..t} \text{ emits } y_{1..n},
-            \pi_t = \text{blank}), \\
-        \alpha^{\mathrm{label}}_t(n) &= P(\pi_{1..t} \text{ emits } y_{1..n+1},
-            \pi_t = y_{n+1}),
-
-    except that the last row of ``logalpha_blank`` (``t = T - 1``) holds
-    :math:`\log(\alpha^{\mathrm{blank}}_{T-1}(n) + \alpha^{\mathrm{label}}_{T-1}(n-1))`,
-    the total probability of having emitted :math:`y_{1..n}`, so
-    ``loss[b] = -logalpha_blank[-1, b, U_b]``. Padded frames carry the
-    previous frame's values.
-
-    Log-probabilities are never ``-inf``: ``log_epsilon`` stands for
-    :math:`\log 0` (states no path reaches start there, and emissions below it,
-    e.g. from ``-inf`` logits masking a class, are raised to it). A sequence
-    with no alignment (fewer valid frames than ``U`` plus its repeats, or only
-    through masked classes) so gets a large finite loss, about
+    Log-probabilities are never ``-inf``: ``log_epsilon`` stands for log 0
+    (states that no path reaches start there, and emissions below it, e.g.
+    from ``-inf`` logits masking a class, are raised to it). A sequence with
+    no alignment (fewer valid frames than its labels plus their repeats, or
+    only through masked classes) so gets a large finite loss, about
     ``-log_epsilon``; see :func:`ctc_loss` for ``zero_infinity``.
 
     Args:
@@ -376,8 +361,7 @@ def ctc_loss_with_forward_probs(
       labels: ``[B, N]`` integer class ids, right-padded.
       label_paddings: ``[B, N]``, 1.0 on padded labels, each row zeros then ones.
       blank_id: the blank's class index, in ``[0, K)``.
-      log_epsilon: the stand-in for :math:`\log 0`, a scalar in
-        ``[-1e20, 0)``.
+      log_epsilon: the stand-in for log 0, a scalar in ``[-1e20, 0)``.
       grad_mode: ``"posterior"`` (default): the closed-form gradient
         ``softmax - class posteriors``, memory a small multiple of one
         ``[T, B, 2N+1]`` lattice (:func:`ctc_loss` carries the posteriors
@@ -394,7 +378,7 @@ def ctc_loss_with_forward_probs(
       ``(loss, logalpha_blank, logalpha_nonblank)``: ``loss [B]`` is
       :math:`-\log P(y_b \mid x_b)` in nats, never negative, in the compute
       dtype (float32 unless the logits are float64); ``logalpha_blank
-      [T, B, N+1]`` and ``logalpha_nonblank [T, B, N]`` as above. Entries past
+      [T, B, N+1]`` and ``logalpha_nonblank [T, B, N]`` as under Notes. Entries past
       a sequence's labels (``n > U_b``) are not meaningful.
 
     Raises:
@@ -407,6 +391,29 @@ def ctc_loss_with_forward_probs(
         or ``+inf`` logits, and a ``log_epsilon`` that is not finite and
         negative (in ``[-1e20, 0)``).
       TypeError: for non-float ``logits`` or non-integer ``labels``.
+
+    Notes:
+      For labels :math:`y_{1..U}` and frames :math:`x_{1..T}`,
+
+      .. math::
+          \mathrm{loss} = -\log P(y \mid x)
+              = -\log \sum_{\pi \in \mathcal{B}^{-1}(y)} \prod_{t=1}^{T}
+                \mathrm{softmax}(\mathrm{logits}_t)_{\pi_t},
+
+      the sum running over every alignment :math:`\pi` that collapses to
+      :math:`y`. The forward variables are :math:`\log\alpha` of
+
+      .. math::
+          \alpha^{\mathrm{blank}}_t(n) &= P(\pi_{1..t} \text{ emits } y_{1..n},
+              \pi_t = \text{blank}), \\
+          \alpha^{\mathrm{label}}_t(n) &= P(\pi_{1..t} \text{ emits } y_{1..n+1},
+              \pi_t = y_{n+1}),
+
+      except that the last row of ``logalpha_blank`` (``t = T - 1``) holds
+      :math:`\log(\alpha^{\mathrm{blank}}_{T-1}(n) +
+      \alpha^{\mathrm{label}}_{T-1}(n-1))`, the total probability of having
+      emitted :math:`y_{1..n}`, so ``loss[b] = -logalpha_blank[-1, b, U_b]``.
+      Padded frames carry the previous frame's values.
 
     Examples:
       Two frames, uniform over blank (``-``) and class ``a = 1``: of the four
@@ -453,8 +460,8 @@ def feasible(
 ) -> jax.Array:
     r"""Whether each sequence has enough frames for an alignment.
 
-    A labelling :math:`y_{1..U}` needs :math:`U + R` valid frames, :math:`R`
-    the number of adjacent repeats (``a a`` needs a blank between). This looks
+    A labelling of ``U`` labels needs ``U + R`` valid frames, ``R`` the
+    number of adjacent repeats (``a a`` needs a blank between). This looks
     at the lengths only: alignments that all pass through ``-inf`` logits
     still count (:func:`ctc_loss`'s ``zero_infinity`` removes those too).
 
@@ -505,7 +512,7 @@ def ctc_loss(
     grad_mode: GradMode = "posterior",
     checked: bool = False,
 ) -> jax.Array:
-    r"""CTC loss: :math:`-\log P(\mathrm{labels} \mid \mathrm{logits})`.
+    r"""CTC loss per sequence: ``-log P(labels | logits)``, in nats.
 
     A drop-in for ``optax.ctc_loss`` (same arguments and, with the default
     ``reduction="none"``, the same ``[B]`` result) with a closed-form gradient.
@@ -518,7 +525,7 @@ def ctc_loss(
       labels: ``[B, N]`` integer labels, right-padded.
       label_paddings: ``[B, N]`` label paddings (1.0 = padded).
       blank_id: the blank's class index.
-      log_epsilon: the stand-in for :math:`\log 0`.
+      log_epsilon: the stand-in for log 0.
       reduction: ``"none"`` (``[B]``), ``"sum"``, ``"mean"`` (batch mean), or
         ``"mean_by_label_length"`` (each loss divided by ``max(1, U_b)``, then
         the batch mean: torch's ``reduction="mean"``). Both means are 0 on an
@@ -594,16 +601,12 @@ def sequence_log_probs(
     *,
     blank_id: int = 0,
 ) -> jax.Array:
-    r"""Exact :math:`\log P(\mathrm{labels} \mid x)` of given hypotheses.
+    r"""The exact ``log P(labels | x)`` of given hypotheses.
 
-    .. math::
-        \log P(y \mid x) = \log \sum_{\pi \in \mathcal{B}^{-1}(y)}
-            \prod_t \mathrm{softmax}(x_t)_{\pi_t} = -\mathrm{ctc\_loss},
-
-    summed over every alignment of ``y``, by the loss's forward recursion.
-    Use it to rescore decoder output (beam scores only count the alignments
-    the beam kept), as a confidence, or to compare hypotheses from different
-    decoders.
+    The probability of the labels summed over every alignment, by the loss's
+    forward recursion (``= -ctc_loss``). Use it to rescore decoder output
+    (beam scores only count the alignments the beam kept), as a confidence,
+    or to compare hypotheses from different decoders.
 
     Args:
       logits: ``[B, T, K]`` unnormalised scores (``log_softmax`` is applied).
@@ -625,6 +628,11 @@ def sequence_log_probs(
         ``[0, K)``, paddings that are not 0/1 and NaN or ``+inf`` logits (see
         :func:`jaxctc.ctc_loss_with_forward_probs`).
       TypeError: for non-float ``logits`` or non-integer ``labels``.
+
+    Notes:
+      .. math::
+          \log P(y \mid x) = \log \sum_{\pi \in \mathcal{B}^{-1}(y)}
+              \prod_t \mathrm{softmax}(x_t)_{\pi_t} = -\mathrm{ctc\_loss}.
 
     Examples:
       Two uniform frames over blank and ``a``: ``[a]`` has three of the four

@@ -123,15 +123,8 @@ def edit_distance(
     r"""Levenshtein distance between hypotheses and references, per sequence.
 
     The least number of insertions, deletions and substitutions (each of cost
-    1) that turn hypothesis :math:`h_b` into reference :math:`r_b`:
-
-    .. math::
-
-       D_{i,j} = \min(D_{i-1,j} + 1,\; D_{i,j-1} + 1,\;
-                      D_{i-1,j-1} + [h_i \ne r_j]),
-       \qquad D_{i,0} = i,\; D_{0,j} = j.
-
-    Padded entries (paddings 1.0, at any position) are skipped. With
+    1) that turn hypothesis ``b`` into reference ``b`` (the recursion is under
+    Notes). Padded entries (paddings 1.0, at any position) are skipped. With
     ``separator_id`` the items are words instead of tokens: maximal runs of
     tokens other than ``separator_id``, so repeated, leading and trailing
     separators do not count (as Python's ``str.split()``).
@@ -156,6 +149,15 @@ def edit_distance(
         (outside ``jit``), paddings that are not 0/1.
       TypeError: non-integer ``labels`` or ``references``, or a
         ``separator_id`` that is not an int.
+
+    Notes:
+      For hypothesis :math:`h` and reference :math:`r`,
+
+      .. math::
+
+         D_{i,j} = \min(D_{i-1,j} + 1,\; D_{i,j-1} + 1,\;
+                        D_{i-1,j-1} + [h_i \ne r_j]),
+         \qquad D_{i,0} = i,\; D_{0,j} = j.
 
     Examples:
       ``kitten`` to ``sitting`` takes three edits (two substitutions, one
@@ -235,12 +237,8 @@ def char_error_rate(
 ) -> jax.Array:
     r"""Character (token) error rate of a batch: edits per reference token.
 
-    .. math::
-
-       \mathrm{CER} = \frac{\sum_b D(h_b, r_b)}{\max(1, \sum_b |r_b|)}
-
-    the corpus-level rate (total edits over total reference length, not the
-    mean of per-line rates), with :math:`D` from :func:`edit_distance`. To
+    The corpus-level rate: total edits (:func:`edit_distance`) over total
+    reference length, not the mean of per-line rates (see Notes). To
     accumulate over batches, sum :func:`edit_distance` and the reference
     lengths separately and divide at the end.
 
@@ -256,6 +254,11 @@ def char_error_rate(
 
     Raises:
       ValueError, TypeError: as :func:`edit_distance`.
+
+    Notes:
+      .. math::
+
+         \mathrm{CER} = \frac{\sum_b D(h_b, r_b)}{\max(1, \sum_b |r_b|)}.
 
     Examples:
       One substitution in ``cut`` and a correct ``dog``: 1 edit over 6
@@ -281,12 +284,9 @@ def word_error_rate(
 ) -> jax.Array:
     r"""Word error rate of a batch: word edits per reference word.
 
-    .. math::
-
-       \mathrm{WER} = \frac{\sum_b D_w(h_b, r_b)}{\max(1, \sum_b |r_b|_w)}
-
-    with words the maximal runs of tokens other than ``separator_id`` (as
-    ``str.split()``) and :math:`D_w` the word-level :func:`edit_distance`.
+    Total word edits (the word-level :func:`edit_distance`) over total
+    reference words, words being the maximal runs of tokens other than
+    ``separator_id`` (as ``str.split()``); see Notes.
 
     Args:
       labels: ``[B, N]`` integer hypotheses.
@@ -300,6 +300,11 @@ def word_error_rate(
 
     Raises:
       ValueError, TypeError: as :func:`edit_distance`.
+
+    Notes:
+      .. math::
+
+         \mathrm{WER} = \frac{\sum_b D_w(h_b, r_b)}{\max(1, \sum_b |r_b|_w)}.
 
     Examples:
       ``the cat sat`` against ``the cat sat down``: one deleted word of four.

@@ -121,11 +121,11 @@ def prefix_search(
 ) -> Hypotheses:
     r"""Graves' prefix search: the most probable labelling, found exactly.
 
-    Finds :math:`\arg\max_y P(y \mid x)` over all labellings by best-first
-    search over prefixes: it keeps the prefixes :math:`p` not yet expanded,
-    keyed by :math:`P(p\ldots \mid x)`, the probability of the labellings that
-    strictly extend :math:`p`, expands the largest (computing every
-    :math:`p + k` in one pass over the frames), and stops when that key is no
+    Finds ``argmax_y P(y | x)`` over all labellings by best-first search over
+    prefixes: it keeps the prefixes ``p`` not yet expanded, keyed by
+    ``P(p... | x)``, the probability of the labellings that strictly extend
+    ``p``, expands the largest (computing every ``p + k`` in one pass over the
+    frames), and stops when that key is no
     larger than the best complete labelling found. The answer is exact;
     the running time grows with how uncertain the outputs are (exponential
     in the worst case).
@@ -153,7 +153,7 @@ def prefix_search(
     Returns:
       :class:`Hypotheses` with ``labels [B, T]`` int32 (padded with 0),
       ``label_paddings [B, T]`` float32 and ``log_probs [B]``: the exact
-      :math:`\log P(\mathrm{labels} \mid x)` of the returned labelling
+      ``log P(labels | x)`` of the returned labelling
       (natural log, ``<= 0``; 0 for a sequence with no valid frame), in the
       compute dtype; ``starts`` and ``ends`` are None.
 

@@ -47,9 +47,11 @@ def write_random_arpa(
         grams[n - 1] |= {g[:-1] for g in grams[n]} | {g[1:] for g in grams[n]}
     for n in range(order, 2, -1):
         contexts = {g[:-1] for g in grams[n]}
+        # Sorted: a set's order follows the strings' hashes, which change
+        # from one process to the next (PYTHONHASHSEED), and so would the file.
         grams[n - 1] = {
             g
-            for g in grams[n - 1]
+            for g in sorted(grams[n - 1])
             if rng.random() >= drop or (g in contexts and not drop_prefixes)
         }
     with open(path, "w") as f:

@@ -2,8 +2,14 @@
 
 import doctest
 import inspect
+import pathlib
+import re
+
+import jax
+import pytest
 
 import jaxctc
+from tests.devices import run_on_8_devices
 
 PUBLIC = [
     "Alignment",
@@ -53,17 +59,50 @@ def test_every_public_function_has_a_doctest_and_sections():
             assert doc, f"{name} has no docstring"
 
 
-def test_readme_python_blocks_run():
-    """Every ```python block of the README runs as written."""
-    import pathlib
-    import re
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The README and every page of the docs: their Python blocks run as written.
+PAGES = ["README.md"] + sorted(
+    str(p.relative_to(ROOT))
+    for p in (ROOT / "docs").rglob("*.md")
+    if "_build" not in p.parts
+)
 
-    import jax
 
-    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), flags=re.S)
-    assert blocks
+def python_blocks(page: str) -> list[str]:
+    text = (ROOT / page).read_text()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_python_blocks_run(page):
+    blocks = python_blocks(page)
+    if page == "README.md":
+        assert len(blocks) >= 2  # the quickstart, decoding
     for block in blocks:
-        # README code runs with default promotion, as users' code does.
+        # Documentation code runs with default promotion, as users' code does.
         with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
-            exec(compile(block, "README.md", "exec"), {})
+            exec(compile(block, page, "exec"), {})
+
+
+def test_sharding_guide_prints_what_it_says_on_8_devices():
+    # On one device there is nothing to split (the specs print P()); the
+    # guide's comments say what 8 devices print.
+    (block,) = [
+        b for b in python_blocks("docs/guides/sharding.md") if "P('batch',)" in b
+    ]
+    script = (
+        "import contextlib, io, json\n"
+        "printed = io.StringIO()\n"
+        "with contextlib.redirect_stdout(printed):\n"
+        f"    exec({block!r})\n"
+        "print(json.dumps(printed.getvalue().splitlines()))\n"
+    )
+    printed = run_on_8_devices(script)
+    # jax 0.10 writes P('batch',), jax 0.7 PartitionSpec('batch',).
+    assert printed == [str(jax.sharding.PartitionSpec("batch"))] * 2, printed
+
+
+def test_api_reference_lists_every_public_name():
+    text = (ROOT / "docs" / "api.rst").read_text()
+    listed = re.findall(r"^   (\w+)$", text, flags=re.M)
+    assert sorted(listed) == sorted(jaxctc.__all__)

@@ -209,6 +209,7 @@ def test_beam_search_limited_by_max_label_length_says_so():
 def test_update_jits_once_and_the_state_keeps_its_size():
     logits, paddings = beam_case("random", 2, frames=40)
     init = jaxctc.prefix_beam_search_init(4, 6, beam_width=3, max_label_length=40)
+
     # jit caches by function object, shared by every jax.jit of it in this
     # process: a function of the test's own counts only this test's compiles.
     def step(state, x, p):
