@@ -17,7 +17,9 @@ def run_on_8_devices(script: str, *args: str) -> dict:
     this checkout importable and returns the JSON object its last line prints."""
     root = Path(jaxctc.__file__).resolve().parents[1]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    env["XLA_FLAGS"] = " ".join(  # after the suite's own (conftest.py)
+        [env.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]
+    ).strip()
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
         [sys.executable, "-c", script, *args],

@@ -139,7 +139,9 @@ def test_data_parallel_over_a_mesh(tmp_path, devices):
         """
     )
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = " ".join(  # after the suite's own (conftest.py)
+        [env.get("XLA_FLAGS", ""), f"--xla_force_host_platform_device_count={devices}"]
+    ).strip()
     out = subprocess.run(
         [sys.executable, "-c", script],
         env=env,
