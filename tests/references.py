@@ -300,6 +300,40 @@ def lexicon_fusion(words, labels, delimiter=" "):
     return partial, final
 
 
+def random_bpe_labels(rng, words, size):
+    """A random BPE vocabulary: the blank first, then in random order the
+    lone ``"▁"``, every character of ``words`` plain and word-initial (so
+    that every word is spelled), and ``size`` more pieces of ``words``
+    (word-initial ones mostly where they begin a word)."""
+    chars = sorted(set("".join(words)))
+    labels = {"▁", *chars, *("▁" + c for c in chars)}
+    target = len(labels) + size
+    while len(labels) < target:
+        word = str(rng.choice(words))
+        i = int(rng.integers(0, len(word)))
+        piece = word[i : rng.integers(i + 1, len(word) + 1)]
+        labels.add("▁" + piece if i == 0 and rng.random() < 0.7 else piece)
+    return [""] + [str(x) for x in rng.permutation(sorted(labels))]
+
+
+def random_bpe_tokens(rng, labels, words, size):
+    """Up to ``size`` tokens: the text of random ``words`` (each after a
+    ``"▁"``) cut at random into labels, or (a third of the time) random
+    classes."""
+    if rng.random() < 1 / 3:
+        return [int(k) for k in rng.integers(1, len(labels), rng.integers(0, size))]
+    text = "".join("▁" + str(rng.choice(words)) for _ in range(rng.integers(0, 6)))
+    if rng.random() < 0.5:
+        text = text[1:]  # a first word without its marker
+    tokens: list[int] = []
+    while text and len(tokens) < size:
+        fits = [k for k, x in enumerate(labels) if x and text.startswith(x)]
+        k = int(rng.choice(fits))
+        tokens.append(k)
+        text = text[len(labels[k]) :]
+    return tokens
+
+
 def sum_fusion(*fusions):
     """The ``(partial, final)`` of several scorers summed."""
     return (
