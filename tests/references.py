@@ -121,12 +121,22 @@ def alignment_spans(path, blank):
 
 
 def beam_search(
-    log_probs, width, blank, max_length=None, allowed=None, skip=None, fusion=None
+    log_probs,
+    width,
+    blank,
+    max_length=None,
+    allowed=None,
+    skip=None,
+    fusion=None,
+    merge_any=False,
 ):
     """Textbook prefix beam search with a dict of prefixes (Hannun et al.),
     trying every class on every frame.
 
-    ``allowed[t]``: the classes that may extend a prefix at frame ``t``;
+    ``allowed[t]``: the classes that may extend a prefix at frame ``t``
+    (with ``merge_any``, the others may still extend it into a prefix that
+    is a beam already: the search's rule with scorers and no
+    ``token_top_k``);
     ``skip[t]``: the frame extends nothing. Returns ``[(labelling, log_prob)]``
     best first, only prefixes with nonzero probability. With ``fusion =
     (partial, final)``, functions of a labelling, prefixes rank by
@@ -151,7 +161,15 @@ def beam_search(
                 new[prefix][1] = np.logaddexp(new[prefix][1], pnb + lp[prefix[-1]])
             if max_length is not None and len(prefix) >= max_length:
                 continue
-            for k in tokens:
+            if merge_any and not (skip is not None and skip[t]):
+                tokens_here = [
+                    k
+                    for k in range(classes)
+                    if k != blank and (k in tokens or prefix + (k,) in beams)
+                ]
+            else:
+                tokens_here = tokens
+            for k in tokens_here:
                 base = pb if prefix and prefix[-1] == k else total
                 child = prefix + (k,)
                 new[child][1] = np.logaddexp(new[child][1], base + lp[k])
