@@ -1,7 +1,8 @@
 """A trie's child map ``(node, class) -> child``, as fixed-shape device tables.
 
 Built once on the host from the spellings (lists of class ids) of the words
-of a trie over classes. Node 0 is the root. Two layouts, chosen by the number of classes ``K``:
+of a trie over classes, or from any such map's edges. Node 0 is the root.
+Two layouts, chosen by the number of classes ``K`` and the map's shape:
 
 - **child masks** (``K <= 64``, character vocabularies): the nodes are
   numbered breadth first with each node's children consecutive in class
@@ -10,8 +11,9 @@ of a trie over classes. Node 0 is the root. Two layouts, chosen by the number of
   1))``. A lookup is one gather per node and arithmetic per class, which
   matters because the beam search looks up ``W x C`` (beam, class) pairs per
   frame; 8 bytes per node and 32 classes.
-- **hashed pairs** (larger ``K``, e.g. BPE): the ``(node, class) -> child``
-  map in a :class:`jaxctc._buckets.BucketTable`.
+- **hashed pairs** (larger ``K``, or a map that is no trie over classes, e.g.
+  the walks of BPE classes over a trie of characters): the ``(node, class)
+  -> child`` map in a :class:`jaxctc._buckets.BucketTable`.
 """
 
 from __future__ import annotations
@@ -81,30 +83,43 @@ def build(spellings, num_classes: int) -> tuple[Children, np.ndarray]:
     ends at (0 for an empty one).
     """
     children: dict[tuple[int, int], int] = {}
-    ends = np.zeros(len(spellings), np.int32)
+    ends = np.zeros(len(spellings), np.int64)
     for i, spelling in enumerate(spellings):
         node = 0
         for k in spelling:
             node = children.setdefault((node, int(k)), len(children) + 1)
         ends[i] = node
-    num_nodes = len(children) + 1
     edges = np.array([(p, k, c) for (p, k), c in children.items()], np.int64)
     edges = edges.reshape(-1, 3)
-    parent, token, child = edges[:, 0], edges[:, 1], edges[:, 2]
+    parent, token, child = edges.T
+    trie, new = from_edges(parent, token, child, len(children) + 1, num_classes)
+    return trie, new[ends].astype(np.int32)
+
+
+def from_edges(
+    parent, token, child, num_nodes: int, num_classes: int
+) -> tuple[Children, np.ndarray]:
+    """The tables of the map ``(parent[i], token[i]) -> child[i]`` over nodes
+    ``0 .. num_nodes - 1`` (NumPy integer arrays, distinct pairs).
+
+    The mask layout needs ``K <= 64`` and a trie over classes: no node the
+    child of two edges, every parent reached from the root (nodes without
+    edges may be left over). Any other map (e.g. the walks of BPE classes
+    over a trie of characters, which reach a node by several edges) gets the
+    hashed layout.
+
+    Returns the tables and ``[num_nodes]`` int64, each node's new id (the
+    mask layout renumbers the nodes; the hashed one keeps them).
+    """
+    parent, token, child = (np.asarray(a, np.int64) for a in (parent, token, child))
     words = -(-max(num_classes, 1) // 32)
-    if words > _MAX_MASK_WORDS:
+    new = None
+    if words <= _MAX_MASK_WORDS and np.unique(child).size == child.size:
+        new = _breadth_first(parent, token, child, num_nodes)
+    if new is None:
         pairs = _buckets.build(parent, token, (child.astype(np.int32),), empty=(-1,))
         trie = Children(mask=None, base=None, pairs=pairs, num_nodes=num_nodes)
-        return trie, ends
-    # Renumber breadth first, each node's children consecutive in class order.
-    new = np.full(num_nodes, -1, np.int64)
-    new[0] = 0
-    assigned = 1
-    while assigned < num_nodes:
-        level = (new[parent] >= 0) & (new[child] < 0)
-        order = np.lexsort((token[level], new[parent[level]]))
-        new[child[level][order]] = assigned + np.arange(order.size)
-        assigned += order.size
+        return trie, np.arange(num_nodes)
     parent, child = new[parent], new[child]
     mask = np.zeros((num_nodes, words), np.uint32)
     np.bitwise_or.at(mask, (parent, token >> 5), np.uint32(1) << (token & 31))
@@ -119,4 +134,25 @@ def build(spellings, num_classes: int) -> tuple[Children, np.ndarray]:
         pairs=None,
         num_nodes=num_nodes,
     )
-    return trie, new[ends].astype(np.int32)
+    return trie, new
+
+
+def _breadth_first(parent, token, child, num_nodes):
+    """New node ids, breadth first from the root with each node's children
+    consecutive in class order (nodes without edges last); ``None`` unless
+    every edge is reached from the root."""
+    new = np.full(num_nodes, -1, np.int64)
+    new[0] = 0
+    assigned = 1
+    while True:
+        level = (new[parent] >= 0) & (new[child] < 0)
+        if not level.any():
+            break
+        order = np.lexsort((token[level], new[parent[level]]))
+        new[child[level][order]] = assigned + np.arange(order.size)
+        assigned += order.size
+    if np.any(new[parent] < 0) or np.any(child == 0):
+        return None
+    rest = new < 0
+    new[rest] = assigned + np.arange(int(rest.sum()))
+    return new

@@ -161,9 +161,7 @@ def _patterns(phrases, spelling):
             whole = False
         if all(s == BOUNDARY for s in symbols):
             raise ValueError(f"`{name}` has no characters: {phrase!r}.")
-        if whole and not (
-            spelling.spellable(symbols) or spelling.spellable((BOUNDARY, *symbols))
-        ):
+        if whole and not spelling.spells_word(symbols):
             raise ValueError(f"`{name}` {phrase!r} cannot be spelled with the labels.")
         if whole:
             out.append(((BOUNDARY, *symbols, BOUNDARY), 1, 1))

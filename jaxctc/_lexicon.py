@@ -98,10 +98,7 @@ class Lexicon:
             symbols = spelling.text(word, name)
             if BOUNDARY in symbols:
                 raise ValueError(f"`{name}` {word!r} has whitespace.")
-            if symbols and not (
-                spelling.spellable(symbols)
-                or (word_delimiter and spelling.spellable((BOUNDARY, *symbols)))
-            ):
+            if symbols and not spelling.spells_word(symbols):
                 raise ValueError(
                     f"`{name}` {word!r} cannot be spelled with the labels."
                 )
@@ -158,41 +155,6 @@ def _tables(trie, spelling):
     """``children`` and ``begins``: each class's walk over its symbols, from
     every node (a class that continues the word) or from the root (a
     word-initial class)."""
-    edges = np.array(
-        [(node, s, child) for (node, s), child in trie.children.items()], np.int64
-    ).reshape(-1, 3)
-    num_symbols = spelling.num_symbols
-    keys = edges[:, 0] * num_symbols + edges[:, 1]
-    order = np.argsort(keys)
-    # A last key above every other keeps searchsorted's positions in range.
-    keys = np.append(keys[order], np.iinfo(np.int64).max)
-    targets = np.append(edges[order, 2], -1)
-
-    def walk(nodes, symbols):
-        for s in symbols:
-            key = nodes * num_symbols + s
-            pos = np.searchsorted(keys, key)
-            nodes = np.where((nodes >= 0) & (keys[pos] == key), targets[pos], -1)
-        return nodes
-
-    begins = np.full(len(spelling.symbols), -2, np.int64)
-    empty = np.zeros(0, np.int64)
-    keys_a, keys_b, values = [empty], [empty], [empty]
-    for k, symbols in enumerate(spelling.symbols):
-        if not symbols:  # the blank is never scored
-            continue
-        if symbols[0] == BOUNDARY:
-            begins[k] = walk(np.zeros(1, np.int64), symbols[1:])[0]
-            continue
-        # Only the nodes with an edge for the first symbol can continue.
-        first = edges[:, 1] == symbols[0]
-        after = walk(edges[first, 2], symbols[1:])
-        ok = after >= 0
-        keys_a.append(edges[first, 0][ok])
-        keys_b.append(np.full(int(ok.sum()), k))
-        values.append(after[ok])
-    cat = np.concatenate
-    children = _buckets.build(
-        cat(keys_a), cat(keys_b), (cat(values).astype(np.int32),), empty=(-1,)
-    )
+    nodes, classes, after, begins = _trie.class_walks(trie, spelling)
+    children = _buckets.build(nodes, classes, (after.astype(np.int32),), empty=(-1,))
     return dict(children=children, begins=jnp.asarray(begins, jnp.int32))

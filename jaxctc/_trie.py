@@ -1,5 +1,6 @@
 """The labels' text as symbols, and tries over symbols: the host-side
-machinery of the scorers that read text (:class:`Hotwords`, :class:`Lexicon`).
+machinery of the scorers that read text (:class:`Hotwords`, :class:`Lexicon`,
+a word-level :class:`NGramLM`).
 
 Each label is read as a string of **symbols**: its characters, with a leading
 ``word_delimiter`` read as one **boundary** symbol (:data:`BOUNDARY`). With
@@ -85,6 +86,17 @@ class Spelling:
             out.extend(self.symbols[int(k)])
         return tuple(out)
 
+    def known_prefix(self, word: str) -> tuple[int, ...]:
+        """The symbols of the longest prefix of ``word`` whose characters
+        are all in some label (all of ``word`` when every one is)."""
+        out = []
+        for char in word:
+            symbol = self.alphabet.get(char)
+            if symbol is None:
+                break
+            out.append(symbol)
+        return tuple(out)
+
     @functools.cached_property
     def _pieces(self):
         pieces = {s for s in self.symbols if s}
@@ -102,6 +114,13 @@ class Spelling:
                     if tuple(symbols[i : i + n]) in pieces:
                         reach[i + n] = True
         return reach[-1]
+
+    def spells_word(self, symbols) -> bool:
+        """Whether some token sequence spells the word ``symbols``, with a
+        word-initial token (a leading boundary) or without one."""
+        return self.spellable(symbols) or (
+            self.delimiter is not None and self.spellable((BOUNDARY, *symbols))
+        )
 
 
 def spell_labels(labels, word_delimiter: str | None) -> Spelling:
@@ -154,6 +173,69 @@ class Trie:
 
     def __len__(self) -> int:
         return len(self.depth)
+
+
+def class_walks(trie: Trie, spelling: Spelling):
+    """Each class's walk over its symbols in ``trie``, folded into one
+    transition per ``(node, class)``.
+
+    A class that continues the partial word walks from every node where its
+    first symbol has an edge; a word-initial class (its first symbol the
+    boundary) walks from the root, whatever the partial word was.
+
+    Returns:
+      ``(nodes, classes, after, begins)``, NumPy int64: the continuing
+      transitions ``(nodes[i], classes[i]) -> after[i]`` (those that stay in
+      the trie, from the nodes that token sequences reach), and ``begins [K]``: for a word-initial class the node of
+      the word it begins (``-1``: it leaves the trie), ``-2`` for the others.
+    """
+    edges = np.array(
+        [(node, s, child) for (node, s), child in trie.children.items()], np.int64
+    ).reshape(-1, 3)
+    num_symbols = spelling.num_symbols
+    keys = edges[:, 0] * num_symbols + edges[:, 1]
+    order = np.argsort(keys)
+    # A last key above every other keeps searchsorted's positions in range.
+    keys = np.append(keys[order], np.iinfo(np.int64).max)
+    targets = np.append(edges[order, 2], -1)
+
+    def walk(nodes, symbols):
+        for s in symbols:
+            key = nodes * num_symbols + s
+            pos = np.searchsorted(keys, key)
+            nodes = np.where((nodes >= 0) & (keys[pos] == key), targets[pos], -1)
+        return nodes
+
+    begins = np.full(len(spelling.symbols), -2, np.int64)
+    empty = np.zeros(0, np.int64)
+    parts: tuple[list[np.ndarray], ...] = ([empty], [empty], [empty])
+    for k, symbols in enumerate(spelling.symbols):
+        if not symbols:  # the blank is never scored
+            continue
+        if symbols[0] == BOUNDARY:
+            begins[k] = walk(np.zeros(1, np.int64), symbols[1:])[0]
+            continue
+        # Only the nodes with an edge for the first symbol can continue.
+        first = edges[:, 1] == symbols[0]
+        ends = walk(edges[first, 2], symbols[1:])
+        ok = ends >= 0
+        parts[0].append(edges[first, 0][ok])
+        parts[1].append(np.full(int(ok.sum()), k, np.int64))
+        parts[2].append(ends[ok])
+    nodes, classes, after = (np.concatenate(p) for p in parts)
+    # Keep the transitions from the nodes that some token sequence reaches
+    # (the others, e.g. inside a multi-character label, are never a state).
+    reach = np.zeros(len(trie), bool)
+    reach[0] = True
+    reach[begins[begins >= 0]] = True
+    while True:
+        more = reach.copy()
+        more[after[reach[nodes]]] = True
+        if np.array_equal(more, reach):
+            break
+        reach = more
+    keep = reach[nodes]
+    return nodes[keep], classes[keep], after[keep], begins
 
 
 def register(cls):

@@ -121,12 +121,22 @@ def alignment_spans(path, blank):
 
 
 def beam_search(
-    log_probs, width, blank, max_length=None, allowed=None, skip=None, fusion=None
+    log_probs,
+    width,
+    blank,
+    max_length=None,
+    allowed=None,
+    skip=None,
+    fusion=None,
+    merge_any=False,
 ):
     """Textbook prefix beam search with a dict of prefixes (Hannun et al.),
     trying every class on every frame.
 
-    ``allowed[t]``: the classes that may extend a prefix at frame ``t``;
+    ``allowed[t]``: the classes that may extend a prefix at frame ``t``
+    (with ``merge_any``, the others may still extend it into a prefix that
+    is a beam already: the search's rule with scorers and no
+    ``token_top_k``);
     ``skip[t]``: the frame extends nothing. Returns ``[(labelling, log_prob)]``
     best first, only prefixes with nonzero probability. With ``fusion =
     (partial, final)``, functions of a labelling, prefixes rank by
@@ -151,7 +161,15 @@ def beam_search(
                 new[prefix][1] = np.logaddexp(new[prefix][1], pnb + lp[prefix[-1]])
             if max_length is not None and len(prefix) >= max_length:
                 continue
-            for k in tokens:
+            if merge_any and not (skip is not None and skip[t]):
+                tokens_here = [
+                    k
+                    for k in range(classes)
+                    if k != blank and (k in tokens or prefix + (k,) in beams)
+                ]
+            else:
+                tokens_here = tokens
+            for k in tokens_here:
                 base = pb if prefix and prefix[-1] == k else total
                 child = prefix + (k,)
                 new[child][1] = np.logaddexp(new[child][1], base + lp[k])
@@ -298,6 +316,40 @@ def lexicon_fusion(words, labels, delimiter=" "):
         return 0.0 if parts(labelling)[-1] in words else -np.inf
 
     return partial, final
+
+
+def random_bpe_labels(rng, words, size):
+    """A random BPE vocabulary: the blank first, then in random order the
+    lone ``"▁"``, every character of ``words`` plain and word-initial (so
+    that every word is spelled), and ``size`` more pieces of ``words``
+    (word-initial ones mostly where they begin a word)."""
+    chars = sorted(set("".join(words)))
+    labels = {"▁", *chars, *("▁" + c for c in chars)}
+    target = len(labels) + size
+    while len(labels) < target:
+        word = str(rng.choice(words))
+        i = int(rng.integers(0, len(word)))
+        piece = word[i : rng.integers(i + 1, len(word) + 1)]
+        labels.add("▁" + piece if i == 0 and rng.random() < 0.7 else piece)
+    return [""] + [str(x) for x in rng.permutation(sorted(labels))]
+
+
+def random_bpe_tokens(rng, labels, words, size):
+    """Up to ``size`` tokens: the text of random ``words`` (each after a
+    ``"▁"``) cut at random into labels, or (a third of the time) random
+    classes."""
+    if rng.random() < 1 / 3:
+        return [int(k) for k in rng.integers(1, len(labels), rng.integers(0, size))]
+    text = "".join("▁" + str(rng.choice(words)) for _ in range(rng.integers(0, 6)))
+    if rng.random() < 0.5:
+        text = text[1:]  # a first word without its marker
+    tokens: list[int] = []
+    while text and len(tokens) < size:
+        fits = [k for k, x in enumerate(labels) if x and text.startswith(x)]
+        k = int(rng.choice(fits))
+        tokens.append(k)
+        text = text[len(labels[k]) :]
+    return tokens
 
 
 def sum_fusion(*fusions):

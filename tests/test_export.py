@@ -9,6 +9,7 @@ itself (the beam search's exact top-k, see ``jaxctc._frames.top_k``). The CPU ar
 serialized and read back, must give what the function gives directly.
 """
 
+import functools
 import re
 
 import jax
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 import jaxctc
+from tests import arpa_references as aref
 from tests.versions import jax_at_least
 
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -102,3 +104,53 @@ def test_exports_loss_and_alignment(name):
 def test_exports_decoders(name):
     logits, logit_paddings, _, _ = _inputs()
     _export_and_check(getattr(jaxctc, name), (logits, logit_paddings))
+
+
+# The fusion scorers, on the K = 5 classes of _inputs (blank 0): their tables
+# are constants of the exported module (the beam search's `scorers`).
+CHARS = ["", "a", "b", "c", " "]
+PIECES = ["", "▁a", "b", "▁b", "a"]  # BPE: word-initial pieces and inner ones
+
+
+def _scorers(tmp_path, name):
+    words = tmp_path / "words.arpa"
+    aref.write_random_arpa(words, 0, order=2, count=4, words=["ab", "ba", "c"])
+    if name == "NGramLM word-level":
+        return (jaxctc.NGramLM.from_arpa(words, CHARS),)
+    if name == "NGramLM word-level BPE":
+        pieces = tmp_path / "pieces.arpa"
+        aref.write_random_arpa(pieces, 1, order=2, count=4, words=["ab", "ba", "a"])
+        return (jaxctc.NGramLM.from_arpa(pieces, PIECES, word_delimiter="▁"),)
+    if name == "NGramLM token-level":
+        tokens = tmp_path / "tokens.arpa"
+        aref.write_random_arpa(tokens, 2, order=3, count=4, words=CHARS[1:4])
+        return (jaxctc.NGramLM.from_arpa(tokens, CHARS),)
+    hot = jaxctc.Hotwords(["ab", "c a"], CHARS, weight=2.0)
+    lex = jaxctc.Lexicon(["ab", "ba", "c"], CHARS)
+    if name == "Hotwords":
+        return (hot,)
+    if name == "Lexicon":
+        return (lex,)
+    return (jaxctc.NGramLM.from_arpa(words, CHARS), hot, lex)
+
+
+SCORERS = (
+    "NGramLM word-level",
+    "NGramLM word-level BPE",
+    "NGramLM token-level",
+    "Hotwords",
+    "Lexicon",
+    "all three",
+)
+
+
+@pytest.mark.parametrize("name", SCORERS)
+def test_exports_beam_search_with_scorers(tmp_path, name):
+    logits, logit_paddings, _, _ = _inputs()
+    search = functools.partial(
+        jaxctc.prefix_beam_search,
+        beam_width=3,
+        top_paths=2,
+        scorers=_scorers(tmp_path, name),
+    )
+    _export_and_check(search, (logits, logit_paddings))

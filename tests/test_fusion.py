@@ -78,6 +78,35 @@ def test_pyctcdecode_vectors(bugs_bunny_lm, weight, text, log_prob):
         assert (int(starts[5]), int(ends[-1]) + 1) == (7, 13)
 
 
+@pytest.mark.parametrize("weight", [None, 0.5])
+def test_pyctcdecode_bpe_vector(bugs_bunny_lm, weight):
+    # pyctcdecode's BPE case: the path "", ▁bugs, ▁bun, ny, ny, "" (one-hot
+    # logits) reads "bugs bunny", with the word frames (1, 2) and (2, 5);
+    # with the LM both words have probability 1 (log10 0), so the score is
+    # the acoustic one plus the bonus per word.
+    labels = ["▁bugs", "▁bun", "ny", ""]
+    path = ["", "▁bugs", "▁bun", "ny", "ny", ""]
+    logits = np.zeros((1, len(path), len(labels)), np.float32)
+    logits[0, np.arange(len(path)), [labels.index(x) for x in path]] = 1.0
+    scorers = ()
+    if weight is not None:
+        lm = NGramLM.from_arpa(
+            bugs_bunny_lm, labels, word_delimiter="▁", weight=weight, word_bonus=1.5
+        )
+        scorers = (lm,)
+    hyp = jaxctc.prefix_beam_search(
+        logits, jnp.zeros((1, 6)), beam_width=8, blank_id=3, scorers=scorers
+    )
+    assert ref.unpad(hyp.labels[0, 0], hyp.label_paddings[0, 0]) == (0, 1, 2)
+    bonus = 0.0 if weight is None else 1.5 * 2
+    np.testing.assert_allclose(
+        hyp.scores[0, 0], hyp.log_probs[0, 0] + bonus, rtol=1e-6, atol=1e-6
+    )
+    starts, ends = hyp.starts[0, 0, :3], hyp.ends[0, 0, :3]
+    assert (int(starts[0]), int(ends[0]) + 1) == (1, 2)
+    assert (int(starts[1]), int(ends[2]) + 1) == (2, 5)
+
+
 def test_without_scorers_scores_equal_log_probs():
     rng = np.random.default_rng(0)
     logits, paddings = ref.random_batch(rng, 3, 9, 6)
@@ -89,18 +118,28 @@ WORDS = ["a", "ab", "ba", "abc", "cab", "bb", "c", "aca"]
 WORD_LABELS = ["", "a", "b", "c", " ", "z"]
 
 
-@pytest.mark.parametrize("width", [1, 3, 8])
-def test_word_lm_equals_textbook_search_with_fusion(tmp_path, width):
+@pytest.mark.parametrize(
+    "width, bpe", [(1, False), (3, False), (8, False), (3, True), (8, True)]
+)
+def test_word_lm_equals_textbook_search_with_fusion(tmp_path, width, bpe):
     rng = np.random.default_rng(width)
     path = tmp_path / "words.arpa"
     aref.write_random_arpa(path, width, order=3, words=WORDS)
     model, order = aref.read_model(path)
     weight, bonus, unk = 0.8, 0.5, -3.0
+    # BPE: a random vocabulary of word-initial ("▁ab") and inner pieces.
+    labels = ref.random_bpe_labels(rng, WORDS + ["zab"], 6) if bpe else WORD_LABELS
+    delimiter = "▁" if bpe else " "
     lm = NGramLM.from_arpa(
-        path, WORD_LABELS, weight=weight, word_bonus=bonus, unk_score=unk
+        path,
+        labels,
+        word_delimiter=delimiter,
+        weight=weight,
+        word_bonus=bonus,
+        unk_score=unk,
     )
-    fusion = aref.word_fusion(model, order, WORD_LABELS, " ", weight, bonus, unk)
-    batch, frames, classes = 4, 10, len(WORD_LABELS)
+    fusion = aref.word_fusion(model, order, labels, delimiter, weight, bonus, unk)
+    batch, frames, classes = 4, 10, len(labels)
     logits, paddings = ref.random_batch(rng, batch, frames, classes, scale=2.5)
     logits = logits.astype(np.float32)
     paths = min(width, 2)
@@ -109,7 +148,8 @@ def test_word_lm_equals_textbook_search_with_fusion(tmp_path, width):
     )
     for b in range(batch):
         lp = ref.log_softmax(logits[b][paddings[b] == 0])
-        # With scorers the candidates are each frame's W + 1 best classes.
+        # With scorers the candidates are each frame's W + 1 best classes
+        # (any class merges into a prefix that is a beam already).
         allowed = [
             set(
                 np.argsort(-np.where(np.arange(classes) == 0, -np.inf, row))[
@@ -118,7 +158,9 @@ def test_word_lm_equals_textbook_search_with_fusion(tmp_path, width):
             )
             for row in lp
         ]
-        want = ref.beam_search(lp, width, 0, allowed=allowed, fusion=fusion)[:paths]
+        want = ref.beam_search(
+            lp, width, 0, allowed=allowed, fusion=fusion, merge_any=True
+        )[:paths]
         for p, (labelling, log_prob, score) in enumerate(want):
             got = ref.unpad(hyp.labels[b, p], hyp.label_paddings[b, p])
             assert got == labelling, (b, p)
@@ -204,23 +246,30 @@ def test_every_scorer_contribution_is_at_most_its_bound(tmp_path):
     # from any state (here: the states along random token sequences).
     path = tmp_path / "words.arpa"
     aref.write_random_arpa(path, 5, order=3, words=WORDS)
+    rng = np.random.default_rng(0)
+    # BPE labels whose word-initial pieces begin no LM word ("▁z"): a
+    # word-initial class may add unk_score twice.
+    bpe = ref.random_bpe_labels(rng, WORDS + ["zab"], 6)
     scorers = [
         NGramLM.from_arpa(path, WORD_LABELS, weight=0.8, word_bonus=0.5, unk_score=2.0),
         NGramLM.from_arpa(path, WORD_LABELS, weight=0.3, word_bonus=-1.0),
+        NGramLM.from_arpa(path, bpe, word_delimiter="▁", unk_score=2.0),
         jaxctc.Hotwords(["ab", "ba c", "c"], WORD_LABELS, weight=1.5),
         jaxctc.Hotwords(["ab"], WORD_LABELS, weight=-2.0),
         jaxctc.Lexicon(WORDS[:4], WORD_LABELS),
     ]
-    rng = np.random.default_rng(0)
-    classes = jnp.arange(1, len(WORD_LABELS))
     for scorer in scorers:
+        size = len(bpe) if scorer is scorers[2] else len(WORD_LABELS)
+        classes = jnp.arange(1, size)
         bound = float(scorer.bound())
         state = scorer.init((20,))
         score = jax.jit(type(scorer).score)
         for _ in range(6):
-            delta, after = score(scorer, state, jnp.broadcast_to(classes, (20, 5)))
+            delta, after = score(
+                scorer, state, jnp.broadcast_to(classes, (20, size - 1))
+            )
             assert float(jnp.max(delta)) <= bound + 1e-6, type(scorer).__name__
-            pick = jnp.asarray(rng.integers(0, 5, 20))
+            pick = jnp.asarray(rng.integers(0, size - 1, 20))
             state = jax.tree.map(lambda a, p=pick: a[jnp.arange(20), p], after)
 
 

@@ -140,7 +140,8 @@ def test_weight_is_a_leaf_and_a_pytree_round_trip():
 
 def _allowed(lp, width):
     """The frame's ``W + 1`` best non-blank classes: the candidates of the
-    search with scorers (the blank is class 0)."""
+    search with scorers (the blank is class 0); the others may still extend
+    a prefix into one that is a beam already."""
     classes = lp.shape[1]
     return [
         set(np.argsort(-np.where(np.arange(classes) == 0, -np.inf, row))[: width + 1])
@@ -157,7 +158,9 @@ def check_search(scorers, fusion, logits, paddings, width, paths):
     )
     for b in range(logits.shape[0]):
         lp = ref.log_softmax(logits[b][paddings[b] == 0])
-        want = ref.beam_search(lp, width, 0, allowed=_allowed(lp, width), fusion=fusion)
+        want = ref.beam_search(
+            lp, width, 0, allowed=_allowed(lp, width), fusion=fusion, merge_any=True
+        )
         want = [w for w in want if w[2] > -np.inf][:paths]
         for p, (labelling, log_prob, score) in enumerate(want):
             got = ref.unpad(hyp.labels[b, p], hyp.label_paddings[b, p])
@@ -167,9 +170,10 @@ def check_search(scorers, fusion, logits, paddings, width, paths):
         assert np.all(np.asarray(hyp.scores[b, len(want) :]) == -np.inf)
 
 
-def random_logits(seed, batch=3, frames=10):
+def random_logits(seed, batch=3, frames=10, classes=None):
     rng = np.random.default_rng(seed)
-    logits, paddings = ref.random_batch(rng, batch, frames, len(LABELS), scale=2.5)
+    classes = len(LABELS) if classes is None else classes
+    logits, paddings = ref.random_batch(rng, batch, frames, classes, scale=2.5)
     return logits.astype(np.float32), paddings
 
 

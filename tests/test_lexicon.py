@@ -65,19 +65,28 @@ def test_search_equals_textbook_search(width):
     check_search((lex,), fusion, *random_logits(20 + width), width, min(width, 3))
 
 
-def test_search_with_ngram_lm_and_hotwords_equals_textbook_search(tmp_path):
+@pytest.mark.parametrize("bpe", [False, True])
+def test_search_with_ngram_lm_and_hotwords_equals_textbook_search(tmp_path, bpe):
     path = tmp_path / "words.arpa"
     aref.write_random_arpa(path, 2, order=2, words=WORDS)
     model, order = aref.read_model(path)
-    lm = NGramLM.from_arpa(path, LABELS, weight=0.8, word_bonus=0.5, unk_score=-3.0)
-    hot = Hotwords(["ab", "ba c"], LABELS, weight=1.5)
-    lex = Lexicon(WORDS[:5], LABELS)
-    fusion = ref.sum_fusion(
-        aref.word_fusion(model, order, LABELS, " ", 0.8, 0.5, -3.0),
-        ref.hotword_fusion(["ab", "ba c"], LABELS, 1.5),
-        ref.lexicon_fusion(WORDS[:5], LABELS),
+    # BPE: the three scorers read the same random vocabulary of pieces.
+    rng = np.random.default_rng(3)
+    labels = ref.random_bpe_labels(rng, WORDS + ["zab"], 5) if bpe else LABELS
+    options = dict(word_delimiter="▁" if bpe else " ")
+    lm = NGramLM.from_arpa(
+        path, labels, weight=0.8, word_bonus=0.5, unk_score=-3.0, **options
     )
-    check_search((lm, hot, lex), fusion, *random_logits(13), 4, 2)
+    hot = Hotwords(["ab", "ba c"], labels, weight=1.5, **options)
+    lex = Lexicon(WORDS[:5], labels, **options)
+    delimiter = options["word_delimiter"]
+    fusion = ref.sum_fusion(
+        aref.word_fusion(model, order, labels, delimiter, 0.8, 0.5, -3.0),
+        ref.hotword_fusion(["ab", "ba c"], labels, 1.5, delimiter),
+        ref.lexicon_fusion(WORDS[:5], labels, delimiter),
+    )
+    logits = random_logits(13, classes=len(labels))
+    check_search((lm, hot, lex), fusion, *logits, 4, 2)
 
 
 def test_nothing_allowed_gives_minus_inf_scores_not_nan():
