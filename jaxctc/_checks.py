@@ -10,6 +10,7 @@ only on request: ``checked=True`` turns them into ``checkify`` checks.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -331,3 +332,14 @@ def check_chunk(
     if compute_dtype(x.dtype) != dtype:
         x = x.astype(dtype)
     return x, paddings
+
+
+def check_weight(name, value) -> float:
+    """``value`` as a float; a ``ValueError`` naming ``name`` unless finite."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a finite number, got {value!r}.") from None
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite, got {value}.")
+    return value

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxctc import _buckets, _trie
+from jaxctc._checks import check_weight
 from jaxctc._trie import BOUNDARY
 
 
@@ -106,7 +107,7 @@ class Hotwords:
     start: int = dataclasses.field(metadata=dict(static=True))
 
     def __init__(self, phrases, labels, *, weight=10.0, word_delimiter=" "):
-        weight = _trie.check_weight("weight", weight)
+        weight = check_weight("weight", weight)
         spelling = _trie.spell_labels(labels, word_delimiter)
         tables = _automaton(_patterns(phrases, spelling), spelling)
         for name, value in tables.items():

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxctc import _arpa, _buckets, _children, _ngram, _trie
+from jaxctc._checks import check_weight
 
 
 class LMState(NamedTuple):
@@ -197,10 +198,10 @@ class NGramLM:
         if len(set(labels)) != len(labels):
             raise ValueError("`labels` must be distinct.")
         weights = dict(
-            weight=_trie.check_weight("weight", weight),
-            word_bonus=_trie.check_weight("word_bonus", word_bonus),
-            unk_score=_trie.check_weight("unk_score", unk_score),
-            token_bonus=_trie.check_weight("token_bonus", token_bonus),
+            weight=check_weight("weight", weight),
+            word_bonus=check_weight("word_bonus", word_bonus),
+            unk_score=check_weight("unk_score", unk_score),
+            token_bonus=check_weight("token_bonus", token_bonus),
         )
         arpa = _arpa.read_arpa(path)
         tables = _ngram.build_tables(arpa)

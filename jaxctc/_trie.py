@@ -17,23 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import jax
 import numpy as np
 
 BOUNDARY = 0  # the symbol of a word boundary; characters are 1, 2, ...
-
-
-def check_weight(name, value) -> float:
-    """``value`` as a float; a ``ValueError`` naming ``name`` unless finite."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a finite number, got {value!r}.") from None
-    if not math.isfinite(value):
-        raise ValueError(f"`{name}` must be finite, got {value}.")
-    return value
 
 
 @dataclasses.dataclass(frozen=True)
