@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -86,6 +87,131 @@ def test_tables_equal_kenlm(tmp_path):
             want.append(kenlm.finish(state)[1])
             got = _score(tables, arpa, sentence) / math.log(10)
             np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+# KenLM's own model and the log10 scores its tests expect (lm/test.arpa and
+# lm/model_test.cc in the kenlm sdist). The file is not ours to ship: CI
+# takes it from the sdist on PyPI (.ci/run), and a local run can too:
+#   pip download kenlm --no-deps --no-binary :all: -d DIR, then untar it and
+#   export JAXCTC_KENLM_TEST_ARPA=DIR/kenlm-*/lm/test.arpa
+# Each case: where it starts ("<s>" or the empty context) and the words in
+# turn, each with its expected log10 probability given the words before it.
+KENLM_CASES = {
+    "starters": [
+        ("<s>", [("looking", -0.4846522)]),
+        ("<s>", [(",", -1.383514 + -0.4149733)]),  # + the backoff of <s>
+        ("<s>", [("this_is_not_found", -1.995635 + -0.4149733)]),  # <unk>
+    ],
+    "continuation": [
+        (
+            "<s>",
+            [
+                ("looking", -0.484652),
+                ("on", -0.348837),
+                ("a", -0.0155266),
+                ("little", -0.00306122),
+                ("the", -4.04005),
+                ("biarritz", -1.9889),
+                ("not_found", -2.29666),
+                ("more", -1.20632 - 20.0),
+                (".", -0.51363),
+                ("</s>", -0.0191651),
+            ],
+        ),
+        (
+            "<s>",
+            [
+                ("looking", -0.484652),
+                ("on", -0.348837),
+                ("a", -0.0155266),
+                ("little", -0.00306122),
+                ("more", -0.00181395),
+                ("loin", -0.0432557),
+            ],
+        ),
+    ],
+    # n-grams whose prefixes the file does not list ("would consider", ...)
+    "blanks": [
+        (
+            "",
+            [
+                ("also", -1.687872),
+                ("would", -2),
+                ("consider", -3),
+                ("higher", -4),
+                ("looking", -5),
+            ],
+        ),
+        (
+            "",
+            [
+                ("also", -1.687872),
+                ("would", -2),
+                ("consider", -3),
+                ("not_found", -1.995635 - 7.0 - 0.30103),
+            ],
+        ),
+        (
+            "",
+            [
+                ("higher", -1.509559),
+                ("looking", -1.285941 - 0.30103),
+                ("not_found", -1.995635 - 0.4771212),
+            ],
+        ),
+        ("", [("higher", -1.509559), ("looking", -1.285941 - 0.30103)]),
+        (
+            "",
+            [
+                ("higher", -1.509559),
+                ("looking", -1.285941 - 0.30103),
+                ("consider", -1.687872 - 0.4771212),
+            ],
+        ),
+        (
+            "",
+            [
+                ("would", -1.687872),
+                ("consider", -1.687872 - 0.30103),
+                ("higher", -1.509559 - 0.30103),
+                ("looking", -1.285941 - 0.30103),
+            ],
+        ),
+    ],
+    "unknowns": [
+        ("", [("not_found", -1.995635), ("not_found2", -15.0), ("not_found3", -17.0)]),
+        ("", [("not_found", -1.995635), ("however", -4), ("not_found3", -6)]),
+    ],
+    "minimal_state": [
+        ("", [("baz", -6.535897)]),
+        ("", [("foo", -3.141592), ("bar", -6.0), ("bar", -2.718281 + 3.0)]),
+        ("", [("to", -1.687872), ("look", -0.2922095), ("a", -7)]),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", sorted(KENLM_CASES))
+def test_kenlm_test_arpa_vectors(case):
+    """KenLM's own expected scores on its ``test.arpa`` (a 5-gram with
+    n-grams whose prefixes are missing, ``<unk>`` n-grams, backoff weights
+    of 0 and of -20), read by ``read_arpa`` and scored on the device tables."""
+    path = os.environ.get("JAXCTC_KENLM_TEST_ARPA")
+    if not path or not os.path.exists(path):
+        pytest.skip("set JAXCTC_KENLM_TEST_ARPA to kenlm's lm/test.arpa (see above)")
+    arpa = _arpa.read_arpa(path)
+    tables = _ngram.build_tables(arpa)
+    assert tables.order == 5
+    index = {w: i for i, w in enumerate(arpa.words)}
+    unk = index["<unk>"]
+    advance = jax.jit(_ngram.advance)
+    for start, steps in KENLM_CASES[case]:
+        state = jnp.int32(tables.start if start == "<s>" else 0)
+        got = []
+        for word, _ in steps:
+            log_prob, state = advance(tables, state, jnp.int32(index.get(word, unk)))
+            got.append(float(log_prob) / math.log(10))
+        want = [score for _, score in steps]
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=f"{start} {steps}")
 
 
 BUGS_BUNNY = """\\data\\
