@@ -183,13 +183,15 @@ def advance(tables: NGramTables, state, word):
     paid = jnp.broadcast_to(jnp.stack(costs, axis=-1), shape)
     words = jnp.broadcast_to(word[..., None], shape)
     found, log_prob, after = _buckets.lookup(tables.arcs, contexts, words)
-    # The longest context with an arc decides.
-    first = jnp.argmax(found, axis=-1)[..., None]
-
-    def pick(x):
-        return jnp.take_along_axis(x, first, axis=-1)[..., 0]
-
-    total = pick(paid) + pick(log_prob)
+    # The longest context with an arc decides: selects from the root up
+    # (cheaper than an argmax and a gather over the ``order`` tries).
+    known = found[..., -1]
+    total = paid[..., -1] + log_prob[..., -1]
+    state_after = after[..., -1]
+    for n in range(tables.order - 2, -1, -1):
+        hit = found[..., n]
+        known = known | hit
+        total = jnp.where(hit, paid[..., n] + log_prob[..., n], total)
+        state_after = jnp.where(hit, after[..., n], state_after)
     # A word with no unigram is none of the model's: -inf, back to the root.
-    known = jnp.any(found, axis=-1)
-    return jnp.where(known, total, -jnp.inf), jnp.where(known, pick(after), 0)
+    return jnp.where(known, total, -jnp.inf), jnp.where(known, state_after, 0)
