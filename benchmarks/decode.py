@@ -781,6 +781,24 @@ def synthetic_arpa(path, words, order=3, count=150000, seed=0):
     return sum(sizes)
 
 
+def bpe_labels(words, size):
+    """A BPE-like vocabulary of ``size`` classes over ``words``: the blank,
+    every letter with and without the word-initial "▁", then the most common
+    2-4 letter pieces of the words (word-initial or inside), so that every
+    word can be spelled."""
+    from collections import Counter
+
+    letters = sorted({c for w in words for c in w})
+    pieces = Counter()
+    for w in words:
+        for n in (2, 3, 4):
+            for i in range(len(w) - n + 1):
+                pieces[("▁" if i == 0 else "") + w[i : i + n]] += 1
+    labels = [""] + [f"▁{c}" for c in letters] + letters
+    labels += [p for p, _ in pieces.most_common(size - len(labels))]
+    return labels
+
+
 def _load_lm(path, labels, count, **weights):
     start = time.perf_counter()
     lm = jaxctc.NGramLM.from_arpa(path, labels, **weights)
@@ -812,7 +830,7 @@ def lm_section(repeats, python):
         path = os.path.join(tmp, "words3.arpa")
         count = synthetic_arpa(path, words, order=3)
         weights = dict(weight=0.5, word_bonus=1.0, unk_score=-10.0)
-        lm = _load_lm(path, labels, count, **weights)
+        lm = word_lm = _load_lm(path, labels, count, **weights)
         x, p = model_like_log_probs(32, 400, len(labels))
         ours = "jaxctc W=16 + NGramLM"
         contestants = {
@@ -839,6 +857,52 @@ def lm_section(repeats, python):
         if pyctc in contestants:
             contestants[pyctc][1].close()
         add_case(rows, "(32, 400, 29), word 3-gram", contestants, medians, ours, goals)
+
+        # The same word 3-gram on a BPE vocabulary ("▁" begins a word).
+        pieces = bpe_labels(words, 1024)
+        lm = _load_lm(path, pieces, count, word_delimiter="▁", **weights)
+        x, p = model_like_log_probs(32, 400, len(pieces))
+        ours = "jaxctc W=16 + NGramLM over BPE labels"
+        contestants = {
+            "jaxctc W=16, no LM": _beam_with(jnp.asarray(x), jnp.asarray(p)),
+            ours: _beam_with(jnp.asarray(x), jnp.asarray(p), lm),
+        }
+        goals = {"jaxctc W=16, no LM": "<= 1.5"}
+        try:
+            options = dict(labels=pieces, path=path, alpha=0.5, beta=1.0)
+            contestants[pyctc] = pyctcdecode_beam(
+                x, 16, python, lengths_of(p), lm=options
+            )
+            goals[pyctc] = "<= 1/10"
+        except (ImportError, RuntimeError) as e:
+            print(f"pyctcdecode with KenLM unavailable ({e}): its row is skipped.")
+        medians = interleave(contestants, repeats)
+        if pyctc in contestants:
+            contestants[pyctc][1].close()
+        add_case(
+            rows, "(32, 400, 1024 BPE), word 3-gram", contestants, medians, ours, goals
+        )
+
+        # Compile time against T and the LM's size: the tables are arguments
+        # of the compiled search, so only their static fields (order, probes)
+        # could change it.
+        small_path = os.path.join(tmp, "words3_small.arpa")
+        small_count = synthetic_arpa(small_path, words, order=3, count=5000)
+        small = _load_lm(small_path, labels, small_count, **weights)
+        print("\n| LM | T | compile (s) |\n|---|---:|---:|")
+        for name, model in (
+            (f"{small_count} n-grams", small),
+            (f"{count} n-grams", word_lm),
+        ):
+            for frames in (400, 1600):
+                x, p = model_like_log_probs(32, frames, len(labels))
+                jax.clear_caches()
+                seconds = _beam_with(jnp.asarray(x), jnp.asarray(p), model)[0]
+                print(
+                    f"| {name} (probes {model.tables.arcs.probes}) | {frames} | "
+                    f"{seconds:.2f} |",
+                    flush=True,
+                )
 
         tokens = [""] + [f"t{k}" for k in range(1, 1024)]  # K = 1024
         path = os.path.join(tmp, "tokens4.arpa")
