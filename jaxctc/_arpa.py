@@ -12,7 +12,15 @@ orders below the highest, a log10 backoff weight. The model it defines
     \\end{cases}
 
 with :math:`\\mathrm{bow}(h) = 0` for an ``h`` that is not listed and the
-unigram of ``<unk>`` (or ``unk_log10``) for a word the file does not know.
+unigram of ``<unk>`` (log10 -100, KenLM's rule, where the file has none) for a
+word the file does not know.
+
+A well-formed file is read in bulk, over all its lines at once: its bytes are
+cut into tokens at whitespace in NumPy, the lines are checked by their token
+counts, the words get their ids by sorting their bytes packed into integers
+and the scores are parsed by one ``float`` each. Any other file (a malformed
+line, whitespace or digits beyond ASCII, a NUL byte) is read line by line, by
+the reader that defines what a file says and names the line of an error.
 """
 
 from __future__ import annotations
@@ -105,7 +113,7 @@ def read_arpa(path) -> Arpa:
     words += [w for w in (BOS, EOS, UNK) if w not in known]
     ngrams, log_probs, backoffs = [], [], []
     for n, (ids, p, b) in enumerate(zip(grams, probs, bows, strict=True), 1):
-        if _has_duplicate_rows(ids):
+        if _has_duplicate_rows(ids, len(words)):
             raise ValueError(f"{os.fspath(path)}: duplicate {n}-grams.")
         ngrams.append(ids)
         log_probs.append(p * _LN10)
@@ -114,7 +122,11 @@ def read_arpa(path) -> Arpa:
     return Arpa(words, ngrams, log_probs, backoffs)
 
 
-def _has_duplicate_rows(ids):
+def _has_duplicate_rows(ids, num_words):
+    if num_words ** ids.shape[1] < 1 << 63:  # a row fits an int64
+        keys = ids.astype(np.int64) @ num_words ** np.arange(ids.shape[1])
+        keys.sort()
+        return bool(np.any(keys[1:] == keys[:-1]))
     rows = ids[np.lexsort(ids.T[::-1])]
     return bool(np.any(np.all(rows[1:] == rows[:-1], axis=1)))
 

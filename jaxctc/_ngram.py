@@ -98,8 +98,8 @@ class _States:
     def back_off(self, context, word):
         """``(suffix, log_prob)``: the longest suffix that is a state of each
         n-gram ``context`` + ``word`` less its first word (``context`` not the
-        root), and :math:`\\ln P(word \\mid context)` by the backoff rule
-        (for an n-gram that is no state: the state's own is as listed).
+        root), and :math:`\\ln P(word \\mid context)` by backing off, as for
+        an n-gram that the file does not list.
 
         The suffixes are walked along the contexts' backoff states: a suffix
         that is no state has no n-gram ending in ``word`` either (every
@@ -155,9 +155,9 @@ def build_tables(arpa: _arpa.Arpa) -> NGramTables:
                 f"{words[gram[bad[rows[0]]][0]]!r}, which has no 1-gram."
             )
 
-    # A length at a time: the states of the n-grams of length n + 1 (below
-    # the order), and every n-gram's state of its first n + 1 words
-    # (``prefix``: of its first n words so far, the context of length n + 1).
+    # A length n + 1 at a time: ``prefix[m]`` holds each (m + 1)-gram's state
+    # of its first n words (its context once n = m), a word longer each
+    # time; the (n + 1)-grams below the order become the next states.
     states = _States(num_words)
     prefix = [np.zeros(len(g), np.int64) for g in grams]
     arcs = []  # per length: (context, word, ln p, next state)
