@@ -198,7 +198,10 @@ def table_grams(tables):
     whatever their states' numbering and bucket order."""
     table = tables.arcs
     size = table.keys.shape[0] - table.probes
-    keys = np.asarray(table.keys)[:size].tolist()
+    keys = np.asarray(table.keys)[:size]
+    if keys.ndim == 1:  # packed: key_a * stride + key_b
+        keys = np.stack([keys // table.stride, keys % table.stride], axis=1)
+    keys = keys.tolist()
     log_probs = np.asarray(table.values[0])[:size]
     nexts = np.asarray(table.values[1])[:size].tolist()
     # A state's n-gram is its context's plus the word of the arc that leads
