@@ -187,18 +187,16 @@ def _read_bulk(data: bytes):
     sections = []  # (n, its first nonblank line, the line after its last)
     while k < len(marks) and headers[k] != "\\end\\":
         header, n = headers[k], len(sections) + 1
+        lo, hi = marks[k] + 1, marks[k + 1] if k + 1 < len(marks) else len(first)
         if not (
             header.startswith("\\")
             and header.endswith("-grams:")
             and header[1:-7].isdigit()
             and int(header[1:-7]) == n
-            and counts.get(n)
-            == (marks[k + 1] if k + 1 < len(marks) else len(first)) - marks[k] - 1
+            and counts.get(n) == hi - lo
         ):
             return None
-        sections.append(
-            (n, marks[k] + 1, marks[k + 1] if k + 1 < len(marks) else len(first))
-        )
+        sections.append((n, lo, hi))
         k += 1
     if k != len(marks) - 1 or marks[k] != len(first) - 1 or not sections:
         return None  # no \end\, or text after it
