@@ -59,18 +59,66 @@ class NGramTables:
         return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in leaves)
 
 
-def _log_prob(arcs, backoff, context, word):
-    """Host-side :math:`\\ln P(w \\mid context)` by the backoff rule, over the
-    arcs found so far (``{ngram tuple: ln p}``; backoffs ``{context: ln b}``)."""
-    total = 0.0
-    while True:
-        p = arcs.get(context + (word,))
-        if p is not None:
-            return total + p
-        if not context:
-            raise KeyError(word)
-        total += backoff.get(context, 0.0)
-        context = context[1:]
+def _find(keys, ids, query):
+    """``(found, id)`` of each ``query`` among the sorted ``keys`` (id 0 where
+    not found)."""
+    if not len(keys):
+        return np.zeros(len(query), bool), np.zeros(len(query), np.int64)
+    at = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    found = keys[at] == query
+    return found, np.where(found, ids[at], 0)
+
+
+class _States:
+    """The states so far, added a length at a time: numbered in that order,
+    and keyed ``context state * num_words + word``, so that each length's
+    keys exceed the last's (their contexts are the last's states) and the
+    keys stay sorted as lengths are added."""
+
+    def __init__(self, num_words):
+        self.num_words = num_words
+        self.keys = np.zeros(0, np.int64)  # sorted
+        self.ids = np.zeros(0, np.int64)  # the state of each key
+        self.log_prob = np.zeros(1)  # per state, the root first
+        self.backoff = np.zeros(1)
+        self.backoff_state = np.zeros(1, np.int64)
+
+    def __len__(self):
+        return len(self.log_prob)
+
+    def add(self, keys, log_prob, backoff, backoff_state):
+        """The n-grams of one length (``keys``) as the next states."""
+        order = np.argsort(keys)
+        self.keys = np.concatenate([self.keys, keys[order]])
+        self.ids = np.concatenate([self.ids, len(self) + order])
+        self.log_prob = np.concatenate([self.log_prob, log_prob])
+        self.backoff = np.concatenate([self.backoff, backoff])
+        self.backoff_state = np.concatenate([self.backoff_state, backoff_state])
+
+    def back_off(self, context, word):
+        """``(suffix, log_prob)``: the longest suffix that is a state of each
+        n-gram ``context`` + ``word`` less its first word (``context`` not the
+        root), and :math:`\\ln P(word \\mid context)` by backing off, as for
+        an n-gram that the file does not list.
+
+        The suffixes are walked along the contexts' backoff states: a suffix
+        that is no state has no n-gram ending in ``word`` either (every
+        prefix of a state is a state) and backoff weight 0. The weights are
+        summed longest context first, as the backoff rule reads.
+        """
+        total = self.backoff[context]
+        state = self.backoff_state[context]
+        suffix = np.zeros(len(context), np.int64)
+        todo = np.arange(len(context))
+        while todo.size:
+            found, hit = _find(self.keys, self.ids, state * self.num_words + word[todo])
+            suffix[todo[found]] = hit[found]
+            todo, state = todo[~found], state[~found]
+            if np.any(state == 0):  # the root has every word (a 1-gram)
+                raise AssertionError("a word without a 1-gram state")
+            total[todo] += self.backoff[state]
+            state = self.backoff_state[state]
+        return suffix, total + self.log_prob[suffix]
 
 
 def build_tables(arpa: _arpa.Arpa) -> NGramTables:
@@ -80,77 +128,95 @@ def build_tables(arpa: _arpa.Arpa) -> NGramTables:
       ValueError: for an n-gram whose last word has no unigram (no
         probability could be given to it).
     """
-    order = arpa.order
-    words = arpa.words
-    unigrams = set(arpa.ngrams[0][:, 0].tolist())
-    arcs: dict[tuple[int, ...], float] = {}
-    backoff: dict[tuple[int, ...], float] = {}
-    for n in range(order):
-        for gram, p, b in zip(
-            map(tuple, arpa.ngrams[n].tolist()),
-            arpa.log_probs[n].tolist(),
-            arpa.backoffs[n].tolist(),
-            strict=True,
-        ):
-            arcs[gram] = p
-            if n + 1 < order and b != 0.0:
-                backoff[gram] = b
+    order, words = arpa.order, arpa.words
+    num_words = len(words)
+    grams = [np.asarray(g, np.int64) for g in arpa.ngrams]
+    log_probs = [np.asarray(p, np.float64) for p in arpa.log_probs]
+    # A weight of -0.0 is none either (and sums as 0.0 does).
+    backoffs = [np.where(b != 0.0, b, 0.0) for b in arpa.backoffs]
+    has_unigram = np.zeros(num_words, bool)
+    has_unigram[grams[0][:, 0]] = True
     unk = words.index(_arpa.UNK)
-    if unk not in unigrams:  # KenLM's rule: a missing <unk> gets log10 p = -100
-        arcs[(unk,)] = -100.0 * np.log(10.0)
-        unigrams.add(unk)
-    if words.index(_arpa.EOS) not in unigrams:
+    listed = [len(g) for g in grams]  # the rest of each order's arcs are added
+    if not has_unigram[unk]:  # KenLM's rule: a missing <unk> gets log10 p = -100
+        grams[0] = np.concatenate([grams[0], [[unk]]])
+        log_probs[0] = np.append(log_probs[0], -100.0 * np.log(10.0))
+        backoffs[0] = np.append(backoffs[0], 0.0)
+        has_unigram[unk] = True
+    if not has_unigram[words.index(_arpa.EOS)]:
         raise ValueError("the model has no 1-gram '</s>' (end of sentence).")
-    for gram in arcs:
-        missing = [w for w in gram if w not in unigrams]
-        if missing:
+    for n, g in enumerate(grams):
+        bad = ~has_unigram[g]
+        rows = np.flatnonzero(bad.any(axis=1))
+        if rows.size:
+            gram = g[rows[0]]
             raise ValueError(
-                f"the {len(gram)}-gram {' '.join(words[w] for w in gram)!r} uses "
-                f"{words[missing[0]]!r}, which has no 1-gram."
+                f"the {n + 1}-gram {' '.join(words[w] for w in gram)!r} uses "
+                f"{words[gram[bad[rows[0]]][0]]!r}, which has no 1-gram."
             )
-    # Missing prefixes become n-grams with the probability the backoff gives
-    # them (shortest first, so their own prefixes are there already).
-    prefixes = sorted({g[:k] for g in arcs for k in range(2, len(g))}, key=len)
-    for gram in prefixes:
-        if gram not in arcs:
-            arcs[gram] = _log_prob(arcs, backoff, gram[:-1], gram[-1])
 
-    states: dict[tuple[int, ...], int] = {(): 0}
-    for gram in sorted((g for g in arcs if len(g) < order), key=len):
-        states[gram] = len(states)
-
-    def longest_state(gram):
-        while gram not in states:
-            gram = gram[1:]
-        return states[gram]
-
-    keys_state, keys_word, log_probs, nexts = [], [], [], []
-    for gram, p in arcs.items():
-        keys_state.append(states[gram[:-1]])
-        keys_word.append(gram[-1])
-        log_probs.append(p)
-        nexts.append(longest_state(gram))
-    num_states = len(states)
-    back = np.zeros(num_states, np.float32)
-    back_state = np.zeros(num_states, np.int32)
-    for gram, s in states.items():
-        if gram:
-            back[s] = backoff.get(gram, 0.0)
-            back_state[s] = longest_state(gram[1:])
-
+    # A length n + 1 at a time: ``prefix[m]`` holds each (m + 1)-gram's state
+    # of its first n words (its context once n = m), a word longer each
+    # time; the (n + 1)-grams below the order become the next states.
+    states = _States(num_words)
+    prefix = [np.zeros(len(g), np.int64) for g in grams]
+    arcs = []  # per length: (context, word, ln p, next state)
+    for n in range(order):
+        context, word = prefix[n], grams[n][:, n]
+        if n + 1 == order:  # the highest order has no states
+            after = states.back_off(context, word)[0] if n else np.zeros_like(word)
+            arcs.append((context, word, log_probs[n], after))
+            break
+        first, keys = len(states), context * num_words + word
+        sort = np.argsort(keys)
+        # The longer n-grams' first n + 1 words that the file does not list
+        # (``missing``) become states after the listed ones, each with the
+        # probability the backoff gives it and backoff weight 0.
+        queries, found = [], []
+        for m in range(n + 1, order):
+            queries.append(prefix[m] * num_words + grams[m][:, n])
+            hit, prefix[m] = _find(keys[sort], first + sort, queries[-1])
+            found.append(hit)
+        missing = np.unique(
+            np.concatenate([q[~f] for q, f in zip(queries, found, strict=True)])
+        )
+        for m, q, f in zip(range(n + 1, order), queries, found, strict=True):
+            prefix[m][~f] = first + len(keys) + np.searchsorted(missing, q[~f])
+        context = np.concatenate([context, missing // num_words])
+        word = np.concatenate([word, missing % num_words])
+        back, walked = (
+            states.back_off(context, word) if n else (np.zeros_like(word),) * 2
+        )
+        log_prob = np.concatenate([log_probs[n], walked[len(keys) :]])
+        states.add(
+            np.concatenate([keys, missing]),
+            log_prob,
+            np.concatenate([backoffs[n], np.zeros(len(missing))]),
+            back,
+        )
+        arcs.append((context, word, log_prob, first + np.arange(len(context))))
+    # The arcs that the file lists (in its order), then the others.
+    columns = [
+        np.concatenate(
+            [a[i][:k] for a, k in zip(arcs, listed, strict=True)]
+            + [a[i][k:] for a, k in zip(arcs, listed, strict=True)]
+        )
+        for i in range(4)
+    ]
     arc_table = _buckets.build(
-        keys_state,
-        keys_word,
-        (np.asarray(log_probs, np.float32), np.asarray(nexts, np.int32)),
+        columns[0],
+        columns[1],
+        (columns[2].astype(np.float32), columns[3].astype(np.int32)),
         empty=(-np.inf, 0),
     )
     bos = words.index(_arpa.BOS)
+    start = _find(states.keys, states.ids, np.array([bos]))[1][0]
     return NGramTables(
         arcs=arc_table,
-        backoff=jnp.asarray(back),
-        backoff_state=jnp.asarray(back_state),
+        backoff=jnp.asarray(states.backoff.astype(np.float32)),
+        backoff_state=jnp.asarray(states.backoff_state.astype(np.int32)),
         order=order,
-        start=states.get((bos,), 0),
+        start=int(start),
         end=words.index(_arpa.EOS),
     )
 

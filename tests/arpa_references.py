@@ -139,3 +139,84 @@ def word_fusion(model, order, labels, delimiter, weight, bonus, unk_score):
         return words_score(words, eos=True) - partial(labelling)
 
     return partial, final
+
+
+def dict_tables(arpa):
+    """The n-gram tables by Python dicts over every n-gram, the obvious way
+    (the model :func:`jaxctc._ngram.build_tables` vectorises), in the form
+    of :func:`table_grams`: ``(arcs, states, start)``."""
+    order, words = arpa.order, arpa.words
+    unigrams = set(arpa.ngrams[0][:, 0].tolist())
+    arcs, backoff = {}, {}
+    for n in range(order):
+        for gram, p, b in zip(
+            map(tuple, arpa.ngrams[n].tolist()),
+            arpa.log_probs[n].tolist(),
+            arpa.backoffs[n].tolist(),
+            strict=True,
+        ):
+            arcs[gram] = p
+            if n + 1 < order and b != 0.0:
+                backoff[gram] = b
+    unk = words.index("<unk>")
+    if unk not in unigrams:  # KenLM's rule: a missing <unk> gets log10 p = -100
+        arcs[(unk,)] = -100.0 * np.log(10.0)
+        unigrams.add(unk)
+
+    def log_prob(context, word):  # the backoff rule over the arcs so far
+        total = 0.0
+        while (p := arcs.get(context + (word,))) is None:
+            total += backoff.get(context, 0.0)
+            context = context[1:]
+        return total + p
+
+    # Missing prefixes, shortest first, get what the backoff gives them.
+    for gram in sorted({g[:k] for g in arcs for k in range(2, len(g))}, key=len):
+        if gram not in arcs:
+            arcs[gram] = log_prob(gram[:-1], gram[-1])
+    states = {g for g in arcs if len(g) < order} | {()}
+
+    def longest_state(gram):
+        while gram not in states:
+            gram = gram[1:]
+        return gram
+
+    arc_out = {g: (np.float32(p), longest_state(g)) for g, p in arcs.items()}
+    state_out = {
+        g: (np.float32(backoff.get(g, 0.0)), longest_state(g[1:]) if g else ())
+        for g in states
+    }
+    bos = (words.index("<s>"),)
+    return arc_out, state_out, bos if bos in states else ()
+
+
+def table_grams(tables):
+    """The n-gram tables with their state numbers replaced by the n-grams
+    they stand for: ``arcs`` ``{ngram: (float32 ln p, next state's
+    n-gram)}``, ``states`` ``{n-gram: (float32 ln backoff, backoff state's
+    n-gram)}`` and the start state's n-gram, so that two tables compare
+    whatever their states' numbering and bucket order."""
+    table = tables.arcs
+    size = table.keys.shape[0] - table.probes
+    keys = np.asarray(table.keys)[:size]
+    if keys.ndim == 1:  # packed: key_a * stride + key_b
+        keys = np.stack([keys // table.stride, keys % table.stride], axis=1)
+    keys = keys.tolist()
+    log_probs = np.asarray(table.values[0])[:size]
+    nexts = np.asarray(table.values[1])[:size].tolist()
+    # A state's n-gram is its context's plus the word of the arc that leads
+    # to it from there (an arc of a context shorter than order - 1).
+    gram = {0: ()}
+    for _ in range(tables.order - 1):
+        for (s, w), t in zip(keys, nexts, strict=True):
+            if s in gram and len(gram[s]) < tables.order - 1:
+                gram.setdefault(t, gram[s] + (w,))
+    arcs = {
+        gram[s] + (w,): (p, gram[t])
+        for (s, w), p, t in zip(keys, log_probs, nexts, strict=True)
+    }
+    backoff = np.asarray(tables.backoff)
+    back_state = np.asarray(tables.backoff_state).tolist()
+    assert len(gram) == len(back_state)
+    states = {gram[s]: (backoff[s], gram[back_state[s]]) for s in gram}
+    return arcs, states, gram[tables.start]

@@ -317,3 +317,105 @@ def test_malformed_file_names_the_line(tmp_path, case):
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         _ngram.build_tables(_arpa.read_arpa(path))
+
+
+def _assert_same_parse(got, want):
+    assert got[0] == want[0]  # the words, in order of first appearance
+    for got_arrays, want_arrays in zip(got[1:], want[1:], strict=True):
+        assert len(got_arrays) == len(want_arrays)
+        for g, w in zip(got_arrays, want_arrays, strict=True):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_array_equal(g, w)
+
+
+# Layouts the bulk reader must read as the line reader does: each rewrites
+# a random file's text.
+LAYOUTS = {
+    "plain": lambda text: text,
+    "crlf": lambda text: text.replace("\n", "\r\n"),
+    "cr": lambda text: text.replace("\n", "\r"),
+    "spaces and blank lines": lambda text: text.replace("\t", "  \x0b ").replace(
+        "\n", " \n\n \x0c\n"
+    ),
+    "separators beyond space and tab": lambda text: text.replace("\t", "\x1c"),
+    "no final newline": lambda text: text.rstrip("\n"),
+    "scores in other notations": lambda text: (
+        text.replace("-0.", "-.").replace("-1.", "-1_0.").replace("5\t", "5e0\t")
+    ),
+}
+# Words of many byte lengths (a 9th, 13th, 17th byte that tells apart two
+# words with the same beginning), and beyond ASCII.
+LONG_WORDS = [
+    "a", "ab", "abcdefgh", "abcdefghi", "abcdefghij", "abcdefghijkl",
+    "abcdefghijklm", "abcdefghijklmnop", "abcdefghijklmnopq", "é", "éé",
+    "日本語の単語", "日本語の単語です",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_bulk_reader_equals_line_reader(tmp_path, layout):
+    """The bulk reader (NumPy over all lines) against the line reader, which
+    defines what a file says, on random files in various layouts."""
+    for seed, order in enumerate([1, 2, 3, 4, 5]):
+        path = tmp_path / f"lm{seed}.arpa"
+        ref.write_random_arpa(
+            path,
+            seed,
+            order=order,
+            drop=0.4,
+            drop_prefixes=seed % 2 == 1,
+            preamble="\\comment before the header\n" if seed % 2 else "",
+            words=LONG_WORDS if seed > 1 else None,
+        )
+        text = LAYOUTS[layout](path.read_text())
+        path.write_bytes(text.encode())
+        got = _arpa._read_bulk(_arpa._read_bytes(path))
+        assert got is not None
+        _assert_same_parse(got, _arpa._read_lines(path))
+        packed = tmp_path / f"lm{seed}.arpa.gz"
+        packed.write_bytes(gzip.compress(text.encode()))
+        _assert_same_parse(_arpa._read_bulk(_arpa._read_bytes(packed)), got)
+
+
+def test_bulk_reader_leaves_the_unusual_to_the_line_reader(tmp_path):
+    """Files the bulk reader does not vouch for are read line by line: a
+    space beyond ASCII (which str.split() takes), a digit beyond ASCII
+    (which float() takes), a NUL byte."""
+    path = tmp_path / "lm.arpa"
+    header = "\\data\\\nngram 1=3\n\\1-grams:\n-1 </s>\n"
+    for line, words in [
+        ("-2 a\u3000-0.5\n-1 b", ["</s>", "a", "b"]),  # a backoff
+        ("-\u0662 a\n-1 b", ["</s>", "a", "b"]),
+        ("-2 a\0\n-1 b", ["</s>", "a\0", "b"]),
+    ]:
+        path.write_text(header + line + "\n\\end\\\n")
+        assert _arpa._read_bulk(_arpa._read_bytes(path)) is None
+        assert _arpa.read_arpa(path).words[:3] == words
+
+
+def _without_unk(path):
+    """The file at ``path`` less its 1-gram ``<unk>``."""
+    lines = path.read_text().split("\n")
+    count = next(i for i, x in enumerate(lines) if x.startswith("ngram 1="))
+    lines[count] = f"ngram 1={int(lines[count][8:]) - 1}"
+    path.write_text("\n".join(x for x in lines if x.split("\t")[1:2] != ["<unk>"]))
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
+def test_tables_equal_the_dict_tables(tmp_path, order):
+    """The vectorised tables against the obvious dict construction, state by
+    state and arc by arc, with missing prefixes and a missing <unk>."""
+    for seed in range(4):
+        path = tmp_path / f"lm{seed}.arpa"
+        ref.write_random_arpa(
+            path, seed, order=order, vocab=6, count=40, drop=0.5, drop_prefixes=seed % 2
+        )
+        if seed >= 2:
+            _without_unk(path)
+        arpa = _arpa.read_arpa(path)
+        tables = _ngram.build_tables(arpa)
+        assert ref.table_grams(tables) == ref.dict_tables(arpa)
+    kenlm_arpa = os.environ.get("JAXCTC_KENLM_TEST_ARPA")
+    if order == 5 and kenlm_arpa:  # KenLM's own file: missing prefixes
+        arpa = _arpa.read_arpa(kenlm_arpa)
+        assert ref.table_grams(_ngram.build_tables(arpa)) == ref.dict_tables(arpa)
