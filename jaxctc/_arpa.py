@@ -184,7 +184,8 @@ def _read_bulk(data: bytes):
         if count is None:
             return None
         counts[count[0]] = count[1]
-    sections = []  # (n, its first nonblank line, the line after its last)
+    # (n, its first nonblank line, the line after its last)
+    sections: list[tuple[int, int, int]] = []
     while k < len(marks) and headers[k] != "\\end\\":
         header, n = headers[k], len(sections) + 1
         lo, hi = marks[k] + 1, marks[k + 1] if k + 1 < len(marks) else len(first)
