@@ -354,3 +354,81 @@ def test_a_neural_scorer_equals_the_search_with_its_scores_tabulated():
             assert ref.unpad(hyp.labels[b, p], hyp.label_paddings[b, p]) == labelling
             np.testing.assert_allclose(hyp.log_probs[b, p], log_prob, atol=1e-5)
             np.testing.assert_allclose(hyp.scores[b, p], score, rtol=1e-5, atol=1e-4)
+
+
+def test_a_flax_nnx_language_model_fuses_through_the_protocol():
+    """A Flax NNX character LM (embeddings of the last two tokens, an MLP),
+    wrapped as a scorer by ``nnx.split``: the fused search equals the
+    textbook search with the model's own scores tabulated."""
+    nnx = pytest.importorskip("flax.nnx")
+    classes, dim, hid = 6, 4, 8
+
+    class CharLM(nnx.Module):
+        def __init__(self, rngs):
+            self.embed = nnx.Embed(classes + 1, dim, rngs=rngs)  # + "before"
+            self.hidden = nnx.Linear(2 * dim, hid, rngs=rngs)
+            self.out = nnx.Linear(hid, classes + 1, rngs=rngs)  # + the end
+
+        def __call__(self, prev2, prev1):
+            x = jnp.concatenate([self.embed(prev2), self.embed(prev1)], axis=-1)
+            return jax.nn.log_softmax(self.out(jnp.tanh(self.hidden(x))), axis=-1)
+
+    @jax.tree_util.register_dataclass
+    @dataclasses.dataclass(frozen=True)
+    class NNXScorer:
+        graphdef: object = dataclasses.field(metadata=dict(static=True))
+        params: object
+        weight: float = dataclasses.field(metadata=dict(static=True))
+
+        def _model(self):
+            return nnx.merge(self.graphdef, self.params)
+
+        def init(self, shape=()):
+            start = jnp.full(shape, classes, jnp.int32)
+            return (start, start)
+
+        def score(self, state, tokens):
+            log_probs = self._model()(*state)  # S + [K + 1]
+            delta = jnp.take_along_axis(log_probs, tokens, axis=-1)
+            last = jnp.broadcast_to(state[1][..., None], tokens.shape)
+            return self.weight * delta, (last, tokens)
+
+        def final(self, state):
+            return self.weight * self._model()(*state)[..., -1]
+
+    model = CharLM(nnx.Rngs(0))
+    scorer = NNXScorer(*nnx.split(model), weight=0.7)
+    # The model's scores of every context, tabulated (float64 for the sums).
+    grid = jnp.arange(classes + 1, dtype=jnp.int32)
+    prev2, prev1 = jnp.meshgrid(grid, grid, indexing="ij")
+    table = np.asarray(model(prev2, prev1), np.float64)
+
+    def contexts(labelling):
+        padded = [classes, classes, *labelling]
+        return [(padded[i], padded[i + 1]) for i in range(len(labelling) + 1)]
+
+    def partial(labelling):
+        pairs = zip(contexts(labelling), labelling, strict=False)
+        return 0.7 * sum(table[c][k] for c, k in pairs)
+
+    def final(labelling):
+        return 0.7 * table[contexts(labelling)[-1]][-1]
+
+    rng = np.random.default_rng(5)
+    logits, paddings = ref.random_batch(rng, 3, 8, classes, scale=2.0)
+    logits = logits.astype(np.float32)
+    width = 3
+    search = jax.jit(
+        lambda x, p, s: jaxctc.prefix_beam_search(
+            x, p, beam_width=width, top_paths=2, scorers=(s,)
+        )
+    )
+    hyp = search(logits, paddings, scorer)
+    for b in range(3):
+        lp = ref.log_softmax(logits[b][paddings[b] == 0])
+        allowed = [set(np.argsort(-row[1:])[: width + 1] + 1) for row in lp]
+        want = ref.beam_search(lp, width, 0, allowed=allowed, fusion=(partial, final))
+        for p, (labelling, log_prob, score) in enumerate(want[:2]):
+            assert ref.unpad(hyp.labels[b, p], hyp.label_paddings[b, p]) == labelling
+            np.testing.assert_allclose(hyp.log_probs[b, p], log_prob, atol=1e-5)
+            np.testing.assert_allclose(hyp.scores[b, p], score, rtol=1e-5, atol=1e-4)
