@@ -856,8 +856,13 @@ def word_lm_case(rows, case, path, words, labels, count, repeats, python, **opti
     medians = interleave(contestants, repeats)
     if PYCTC_LM in contestants:
         contestants[PYCTC_LM][1].close()
-    add_case(rows, case, contestants, medians, ours, goals)
+    add_case(rows, _sized(case, count, lm), contestants, medians, ours, goals)
     return lm
+
+
+def _sized(case, count, lm):
+    """The case's name with the LM's size and its tables' memory."""
+    return f"{case} ({count:,} n-grams, {lm.nbytes / 2**20:.1f} MiB)"
 
 
 def python_docs_text():
@@ -970,7 +975,7 @@ def lm_section(repeats, python):
         medians = interleave(contestants, repeats)
         add_case(
             rows,
-            "(32, 400, 1024), token 4-gram",
+            _sized("(32, 400, 1024), token 4-gram", count, lm),
             contestants,
             medians,
             ours,
