@@ -69,15 +69,11 @@ from jaxctc._hypotheses import (
 
 _NEG_INF = -np.inf
 
-# The frame's best classes tried first (see the module docstring): above
-# `_ALL_CLASSES` classes, or when the exact rule needs `_FEW_FIRST_FROM` or
-# more (W >= 15, K >= 17). Otherwise the step takes them all at once: on
-# random logits at K = 10, W = 64 (9 classes) trying 4 first and re-running
-# was 1.56x slower (measured); with 17 classes at K = 29-64 it took 0.59-0.87
-# of the time.
+# The frame's best classes tried first when K is large (see the module
+# docstring); below `_ALL_CLASSES` classes the step takes the exact W + 1 at
+# once.
 _FIRST_CANDIDATES = 4
 _ALL_CLASSES = 64
-_FEW_FIRST_FROM = 16
 
 
 # ----------------------------------------------------------------------------
@@ -405,8 +401,7 @@ def search_options(num_classes, blank_id, width, max_length, top_k, scorers):
         exact = min(top_k or width + 1, tokens)
     else:
         exact = min(width + 1, tokens, top_k or tokens)
-    many = num_classes > _ALL_CLASSES or exact >= _FEW_FIRST_FROM
-    few_first = many and _bounded(scorers)
+    few_first = num_classes > _ALL_CLASSES and _bounded(scorers)
     first = min(_FIRST_CANDIDATES, exact) if few_first else exact
     return _Options(blank_id, width, max_length, first, exact, top_k)
 
@@ -702,12 +697,10 @@ def prefix_beam_search(
 
     Speed: only the ``W + 1`` most probable classes of a frame can extend a
     prefix into the beam, and on a trained model's output usually fewer do.
-    For ``K > 64``, or when that rule needs 16 classes or more (``W >= 15``,
-    ``K >= 17``), the search tries the 4 best classes of each frame first
-    (found exactly, in two levels over blocks of classes when ``K`` is
-    large) and re-runs a frame
-    with the ``W + 1`` best classes, for every sequence, only when a bound
-    shows that another class could enter one of them; the result is the same as trying every class. Its cost is that pass,
+    For ``K > 64`` the search tries the 4 best classes of each frame first
+    (found exactly, in two levels over blocks of classes) and re-runs a frame
+    with the ``W + 1`` best classes, for every sequence, only when a bound shows that another class could enter one of
+    them; the result is the same as trying every class. Its cost is that pass,
     one ``exp`` pass for the scores, and per frame work that depends on ``W``,
     not on ``K``, plus the re-runs (on model-like outputs with ``B = 200``,
     mostly the first frames, while the beams fill: 4-5% of the frames at

@@ -8,8 +8,8 @@ assert that it holds no ``all-gather`` (nor ``all-to-all``,
 ``collective-permute`` or ``reduce-scatter``) at all, which is stronger than
 "no all-gather of the logits" and needs no parsing of operand shapes. The
 collectives allowed are the ``all-reduce`` of a loss summed over the batch, and
-the beam search's one boolean per frame at K > 64 or W >= 15, K >= 17 (does
-any sequence need the exact re-run of its frame).
+the beam search's one boolean per frame at K > 64 (does any sequence need the
+exact re-run of its frame).
 """
 
 import pytest
