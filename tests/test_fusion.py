@@ -340,12 +340,22 @@ def test_a_neural_scorer_equals_the_search_with_its_scores_tabulated():
     def final(labelling):
         return 0.7 * table(*contexts(labelling)[-1])[-1]
 
+    _assert_equals_textbook_fusion(lm, partial, final, rng, classes)
+
+
+def _assert_equals_textbook_fusion(scorer, partial, final, rng, classes, jit=False):
+    """The search with ``scorer`` on a random batch against the textbook
+    search with its contributions ``partial`` / ``final`` (float64)."""
     logits, paddings = ref.random_batch(rng, 3, 8, classes, scale=2.0)
     logits = logits.astype(np.float32)
     width = 3
-    hyp = jaxctc.prefix_beam_search(
-        logits, paddings, beam_width=width, top_paths=2, scorers=(lm,)
-    )
+
+    def search(x, p, s):
+        return jaxctc.prefix_beam_search(
+            x, p, beam_width=width, top_paths=2, scorers=(s,)
+        )
+
+    hyp = (jax.jit(search) if jit else search)(logits, paddings, scorer)
     for b in range(3):
         lp = ref.log_softmax(logits[b][paddings[b] == 0])
         allowed = [set(np.argsort(-row[1:])[: width + 1] + 1) for row in lp]
@@ -415,20 +425,4 @@ def test_a_flax_nnx_language_model_fuses_through_the_protocol():
         return 0.7 * table[contexts(labelling)[-1]][-1]
 
     rng = np.random.default_rng(5)
-    logits, paddings = ref.random_batch(rng, 3, 8, classes, scale=2.0)
-    logits = logits.astype(np.float32)
-    width = 3
-    search = jax.jit(
-        lambda x, p, s: jaxctc.prefix_beam_search(
-            x, p, beam_width=width, top_paths=2, scorers=(s,)
-        )
-    )
-    hyp = search(logits, paddings, scorer)
-    for b in range(3):
-        lp = ref.log_softmax(logits[b][paddings[b] == 0])
-        allowed = [set(np.argsort(-row[1:])[: width + 1] + 1) for row in lp]
-        want = ref.beam_search(lp, width, 0, allowed=allowed, fusion=(partial, final))
-        for p, (labelling, log_prob, score) in enumerate(want[:2]):
-            assert ref.unpad(hyp.labels[b, p], hyp.label_paddings[b, p]) == labelling
-            np.testing.assert_allclose(hyp.log_probs[b, p], log_prob, atol=1e-5)
-            np.testing.assert_allclose(hyp.scores[b, p], score, rtol=1e-5, atol=1e-4)
+    _assert_equals_textbook_fusion(scorer, partial, final, rng, classes, jit=True)
