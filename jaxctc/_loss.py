@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -33,11 +33,14 @@ def _nll_and_alphas(logits, states, skip, final, frame_valid, log_epsilon):
     return nll, alphas
 
 
-def _split_forward(logits, states, skip, final, frame_valid, log_epsilon, keep):
+def _split_forward(
+    logits, states, skip, final, frame_valid, log_epsilon, keep, log_sum=None
+):
     """``(nll [B], log_norm, weights, ends)`` of ``_lattice.split_forward``,
     from the lattice arrays the custom VJPs take."""
+    lattice = _lattice.split(states, skip, final)
     log_z, log_norm, weights, ends = _lattice.split_forward(
-        logits, _lattice.split(states, skip, final), frame_valid, log_epsilon, keep
+        logits, lattice, frame_valid, log_epsilon, keep, log_sum
     )
     return -log_z, log_norm, weights, ends
 
@@ -111,6 +114,14 @@ def _gradient_from(res, g):
     )
 
 
+class _Exps(NamedTuple):
+    """The gradient's softmax at large ``K``, as ``exps * exp(-log_sum)``
+    (see ``_lattice.shifted_exps``): ``exps [B, T, K]``, ``log_sum [B, T]``."""
+
+    exps: jax.Array
+    log_sum: jax.Array
+
+
 # Up to this many classes, the class sums of the label posteriors are taken
 # after the backward scan, as one masked sum over the labels (B*T*N*K
 # multiply-adds); above it, a scatter per frame inside the scan is cheaper.
@@ -122,32 +133,33 @@ def _gradient_from(res, g):
 _CLASS_SUM_MAX_CLASSES = 64
 
 
-def smoothed_gradient(logits, log_norm, lattice, frame_valid, weights, ends, scale):
+def smoothed_gradient(logits, norm, lattice, frame_valid, weights, ends, scale):
     """``scale[b] * d nll_b / d logits[b]`` ``[B, T, K]`` from transition weights.
 
     The same gradient as ``posterior_gradient`` (``softmax`` minus the class
     posteriors), with the state posteriors carried back frame by frame along
     the forward pass's ``weights`` (see ``_lattice.smooth``) instead of being
     rebuilt from alphas and betas. ``ends`` are the posteriors at the last
-    frame, ``(blank [B, N + 1], label [B, N])``; ``log_norm`` has ``[T, B]``
-    parts.
+    frame, ``(blank [B, N + 1], label [B, N])``. ``norm`` is the forward
+    pass's ``LogNorm`` (``[T, B]`` parts) up to ``_CLASS_SUM_MAX_CLASSES``
+    classes, its ``_Exps`` above.
     """
     if logits.shape[2] <= _CLASS_SUM_MAX_CLASSES:
         return _gradient_by_class_sums(
-            logits, log_norm, lattice, frame_valid, weights, ends, scale
+            logits, norm, lattice, frame_valid, weights, ends, scale
         )
 
-    # The softmax is taken before the scan, as one pass over [B, T, K], and
-    # the scan subtracts each frame's class posteriors from its row: that pass
-    # also replaces the zero fill of the result (64 MiB at (16, 1000, 1024)),
-    # and outside the scan its exps use both cores (value_and_grad 163 -> 152
-    # ms there, measured).
-    norm = jax.tree.map(lambda a: jnp.transpose(a)[:, :, None], log_norm)
-    valid = jnp.transpose(frame_valid)[:, :, None]
-    softmax = jnp.where(valid, jnp.exp(norm.apply(logits)), 0.0)
+    # The forward pass took the exps of the softmax in one pass over
+    # [B, T, K] that both cores share; the scan scales each frame's row of
+    # them into the softmax and subtracts the frame's class posteriors, in
+    # place, so that array becomes the result (no zero fill, no second exp:
+    # value_and_grad 174 -> 154 ms at (16, 1000, 1024, 200), measured).
+    inverse = jnp.exp(-norm.log_sum)  # [B, T]
 
     def on_frame(t, blank, label, valid, grad):
         row = jax.lax.dynamic_index_in_dim(grad, t, axis=1, keepdims=False)
+        factor = jax.lax.dynamic_index_in_dim(inverse, t, axis=1, keepdims=True)
+        row = row * jnp.where(valid, factor, 0.0)
         blank, label = _lattice.frame_posteriors(blank, label, valid)
         row = _lattice.add_class_posteriors(row, lattice, -blank, -label)
         return jax.lax.dynamic_update_index_in_dim(
@@ -156,7 +168,7 @@ def smoothed_gradient(logits, log_norm, lattice, frame_valid, weights, ends, sca
 
     end_blank, end_label = ends
     return _lattice.smooth(
-        weights, lattice.skip, frame_valid, end_blank, end_label, on_frame, softmax
+        weights, lattice.skip, frame_valid, end_blank, end_label, on_frame, norm.exps
     )
 
 
@@ -203,6 +215,12 @@ def _nll_fwd(logits, states, skip, final, frame_valid, log_epsilon):
     if frame_valid.shape[0] == 0:  # no frame: the alphas' path handles it
         nll, alphas, log_norm = _forward(*args, keep=True)
         return nll, (args, log_norm, alphas, nll)
+    if logits.shape[2] > _CLASS_SUM_MAX_CLASSES:  # see smoothed_gradient
+        exps, log_norm = _lattice.shifted_exps(logits)
+        nll, _, weights, ends = _split_forward(
+            *args, keep=True, log_sum=log_norm.log_sum
+        )
+        return nll, (args, _Exps(exps, log_norm.log_sum), weights, ends)
     nll, log_norm, weights, ends = _split_forward(*args, keep=True)
     return nll, (args, log_norm, weights, ends)
 
