@@ -122,14 +122,16 @@ class _Exps(NamedTuple):
     log_sum: jax.Array
 
 
-# Up to this many classes, the class sums of the label posteriors are taken
-# after the backward scan, as one masked sum over the labels (B*T*N*K
-# multiply-adds); above it, a scatter per frame inside the scan is cheaper.
-# value_and_grad at (32, 500, K, 100), scatter vs after the scan (as a
-# matmul): K = 29: 21.7 vs 18.5 ms; K = 64: 26.7 vs 24.1; K = 128: 25.9 vs
-# 27.8 (measured). A masked sum rather than a matmul: it costs about the same
-# (4.6 vs 3.6 ms at (32, 500, 29, 100)) and runs at full float32 precision on
-# every backend, where an f32 matmul may not by default.
+# Up to this many classes, the label posteriors are kept from the backward
+# scan and subtracted from the gradient after it, in one scatter; above it, a
+# scatter per frame inside the scan is cheaper. value_and_grad at (32, 500,
+# K, 100), scatter per frame vs after the scan (then a matmul): K = 29: 21.7
+# vs 18.5 ms; K = 64: 26.7 vs 24.1; K = 128: 25.9 vs 27.8 (measured). The one
+# scatter after the scan (sixth session) replaced a masked sum over the
+# labels (B*T*N*K multiply-adds): value_and_grad 0.85-0.90 of the time at
+# K = 29 (0.94-0.99 in a noisier run), 0.95-0.97 at K = 64, 0.97-1.01 at
+# K = 8 (measured on padded, full-length and peaky batches); a matmul of the
+# labels' one-hot mask was no faster than that sum.
 _CLASS_SUM_MAX_CLASSES = 64
 
 
@@ -176,8 +178,9 @@ def _gradient_by_class_sums(
     logits, log_norm, lattice, frame_valid, weights, ends, scale
 ):
     """``smoothed_gradient`` for small ``K``: the scan keeps the posteriors of
-    the labels ``[T, B, N]`` and the blanks' totals ``[T, B]``; the class sums
-    are taken afterwards, by class, as sums over the labels' one-hot mask."""
+    the labels ``[T, B, N]`` and the blanks' totals ``[T, B]``; afterwards the
+    blanks' totals are subtracted from the softmax at the blank, and the
+    labels' posteriors at their classes, in one scatter per sequence."""
     classes = logits.shape[2]
 
     def on_frame(t, blank, label, valid, kept):
@@ -188,7 +191,6 @@ def _gradient_by_class_sums(
             jax.lax.dynamic_update_index_in_dim(blanks, blank, t, axis=0),
         )
 
-    dtype = logits.dtype
     # Zeros shaped like (and sharded like) the weights: [T, B, N] and [T, B]
     # (a sum's shape, not a slice's: N may be 0; the sum itself is not run).
     kept = (jnp.zeros_like(weights.own), jnp.zeros_like(jnp.sum(weights.own, 2)))
@@ -197,16 +199,18 @@ def _gradient_by_class_sums(
         weights, lattice.skip, frame_valid, end_blank, end_label, on_frame, kept
     )
     k = jnp.arange(classes, dtype=jnp.int32)
-    # [B, 1, K, N] mask times [B, T, 1, N] posteriors, summed over the labels.
-    mask = (lattice.labels[:, None, None, :] == k[None, None, :, None]).astype(dtype)
-    posteriors = jnp.transpose(labels, (1, 0, 2))[:, :, None, :]
-    class_sums = jnp.sum(posteriors * mask, axis=3)
     is_blank = k[None, None, :] == lattice.blank_id[:, :, None]  # [B, 1, K]
     blank_sums = jnp.where(is_blank, jnp.transpose(blanks)[:, :, None], 0.0)
     norm = jax.tree.map(lambda a: jnp.transpose(a)[:, :, None], log_norm)
     softmax = jnp.exp(norm.apply(logits))
     valid = jnp.transpose(frame_valid)[:, :, None]
-    grad = jnp.where(valid, softmax - class_sums - blank_sums, 0.0)
+    grad = jnp.where(valid, softmax - blank_sums, 0.0)
+    # Per sequence (vmapped), so that a batch-sharded input keeps every row
+    # on its own device (a batched scatter all-gathers). Padded frames hold
+    # label posteriors of 0.
+    grad = jax.vmap(lambda g, y, p: g.at[:, y].add(-p))(
+        grad, lattice.labels, jnp.transpose(labels, (1, 0, 2))
+    )
     return grad * scale[:, None, None]
 
 
