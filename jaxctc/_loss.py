@@ -132,7 +132,7 @@ class _Exps(NamedTuple):
 # K = 29 (0.94-0.99 in a noisier run), 0.95-0.97 at K = 64, 0.97-1.01 at
 # K = 8 (measured on padded, full-length and peaky batches); a matmul of the
 # labels' one-hot mask was no faster than that sum.
-_CLASS_SUM_MAX_CLASSES = 64
+_AFTER_SCAN_MAX_CLASSES = 64
 
 
 def smoothed_gradient(logits, norm, lattice, frame_valid, weights, ends, scale):
@@ -143,11 +143,11 @@ def smoothed_gradient(logits, norm, lattice, frame_valid, weights, ends, scale):
     the forward pass's ``weights`` (see ``_lattice.smooth``) instead of being
     rebuilt from alphas and betas. ``ends`` are the posteriors at the last
     frame, ``(blank [B, N + 1], label [B, N])``. ``norm`` is the forward
-    pass's ``LogNorm`` (``[T, B]`` parts) up to ``_CLASS_SUM_MAX_CLASSES``
+    pass's ``LogNorm`` (``[T, B]`` parts) up to ``_AFTER_SCAN_MAX_CLASSES``
     classes, its ``_Exps`` above.
     """
-    if logits.shape[2] <= _CLASS_SUM_MAX_CLASSES:
-        return _gradient_by_class_sums(
+    if logits.shape[2] <= _AFTER_SCAN_MAX_CLASSES:
+        return _gradient_after_scan(
             logits, norm, lattice, frame_valid, weights, ends, scale
         )
 
@@ -174,9 +174,7 @@ def smoothed_gradient(logits, norm, lattice, frame_valid, weights, ends, scale):
     )
 
 
-def _gradient_by_class_sums(
-    logits, log_norm, lattice, frame_valid, weights, ends, scale
-):
+def _gradient_after_scan(logits, log_norm, lattice, frame_valid, weights, ends, scale):
     """``smoothed_gradient`` for small ``K``: the scan keeps the posteriors of
     the labels ``[T, B, N]`` and the blanks' totals ``[T, B]``; afterwards the
     blanks' totals are subtracted from the softmax at the blank, and the
@@ -219,7 +217,7 @@ def _nll_fwd(logits, states, skip, final, frame_valid, log_epsilon):
     if frame_valid.shape[0] == 0:  # no frame: the alphas' path handles it
         nll, alphas, log_norm = _forward(*args, keep=True)
         return nll, (args, log_norm, alphas, nll)
-    if logits.shape[2] > _CLASS_SUM_MAX_CLASSES:  # see smoothed_gradient
+    if logits.shape[2] > _AFTER_SCAN_MAX_CLASSES:  # see smoothed_gradient
         exps, log_norm = _lattice.shifted_exps(logits)
         nll, _, weights, ends = _split_forward(
             *args, keep=True, log_sum=log_norm.log_sum
