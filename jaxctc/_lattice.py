@@ -489,7 +489,7 @@ def split_emissions(
             norm = log_normalizer(x, axis=1, keepdims=True)
         else:
             norm = LogNorm(
-                _shift_of(x, 1),
+                jax.lax.stop_gradient(_shift_of(x, 1)),  # as in log_normalizer
                 jax.lax.dynamic_index_in_dim(log_sum, t, axis=1, keepdims=True),
             )
         blank = norm.apply(jnp.take_along_axis(x, lattice.blank_id, axis=1))
