@@ -14,6 +14,18 @@ from jaxctc import _checks, _lattice
 Reduction = Literal["none", "sum", "mean", "mean_by_label_length"]
 GradMode = Literal["posterior", "autodiff"]
 
+# Up to this many classes, the label posteriors are kept from the backward
+# scan and subtracted from the gradient after it, in one scatter; above it,
+# the per-frame path of smoothed_gradient is cheaper: value_and_grad at (32,
+# 500, K, 100) with the after-scan path for every K took 54.9 vs 51.1 ms at
+# K = 128 and 76.1 vs 62.5 ms at K = 256 (measured). The one scatter after
+# the scan replaced a masked sum over the labels (B*T*N*K multiply-adds):
+# value_and_grad 0.85-0.90 of the time at K = 29 (0.94-0.99 in a noisier
+# run), 0.95-0.97 at K = 64, 0.97-1.01 at K = 8 (measured on padded,
+# full-length and peaky batches); a matmul of the labels' one-hot mask was
+# no faster than that sum.
+_AFTER_SCAN_MAX_CLASSES = 64
+
 
 def _forward(logits, states, skip, final, frame_valid, log_epsilon, keep):
     """``-log P(y | x)`` ``[B]``, the alphas ``[T, B, S]`` (or None) and the
@@ -128,19 +140,6 @@ class _Exps(NamedTuple):
 
     exps: jax.Array
     log_sum: jax.Array
-
-
-# Up to this many classes, the label posteriors are kept from the backward
-# scan and subtracted from the gradient after it, in one scatter; above it,
-# the per-frame path of smoothed_gradient is cheaper: value_and_grad at (32,
-# 500, K, 100) with the after-scan path for every K took 54.9 vs 51.1 ms at
-# K = 128 and 76.1 vs 62.5 ms at K = 256 (measured). The one scatter after
-# the scan replaced a masked sum over the labels (B*T*N*K multiply-adds):
-# value_and_grad 0.85-0.90 of the time at K = 29 (0.94-0.99 in a noisier
-# run), 0.95-0.97 at K = 64, 0.97-1.01 at K = 8 (measured on padded,
-# full-length and peaky batches); a matmul of the labels' one-hot mask was
-# no faster than that sum.
-_AFTER_SCAN_MAX_CLASSES = 64
 
 
 def smoothed_gradient(logits, norm, lattice, frame_valid, weights, ends, scale):
