@@ -288,6 +288,31 @@ def _extend(beams, frame, duplicate, max_length):
     return jnp.where(allowed, score, _NEG_INF)
 
 
+def staircase(width, num_candidates):
+    """The ``(rank, column)`` extensions that can enter a beam of ``width``,
+    flat ``rank * C + column`` (static, int32), when the beams are sorted by
+    total, best first, and the candidates by score, best first.
+
+    The extension of the beam ranked ``r`` by the ``j``-th class (from 0) is
+    beaten by the extensions of every beam ranked ``r' <= r`` by every better
+    class ``j' < j``, except the one class per beam that repeats its last
+    token (it passes on only the blank-ending mass): at least ``(r + 1)(j -
+    1)`` distinct entries, each an extension or, where it is a beam already,
+    that beam's stay (which holds the extension's mass). From ``W`` of them on
+    it cannot be among the ``W`` best, so the prune needs only the others:
+    about ``W (2 + ln W)`` of the ``W C`` at ``C = W + 1``.
+    """
+    return np.array(
+        [
+            r * num_candidates + j
+            for r in range(width)
+            for j in range(num_candidates)
+            if (r + 1) * max(j - 1, 0) < width
+        ],
+        np.int32,
+    )
+
+
 def _prune(stays, entries):
     """The ``W`` best of the ``W`` stays and the ``E`` extension ``entries``.
 
@@ -314,14 +339,17 @@ def _fuse(scorers, beams, classes, shape):
     return total, tuple(states)
 
 
-def _step(beams, frame, max_length, scorers=(), fusion_bound=None):
+def _step(beams, frame, max_length, scorers=(), fusion_bound=None, sorted_beams=False):
     """One frame of the search for one sequence.
 
     Returns the new beams, per new beam the sources of its best blank- and
     label-ending alignments, and whether a class outside ``frame.classes``
     could have entered the beam (then the step must run again with more).
     With scorers, ``fusion_bound`` bounds their summed contribution of any
-    token from above.
+    token from above. ``sorted_beams``: the beams are sorted by total, best
+    first, and none is at ``max_length`` (as the search without scorers keeps
+    them from the empty prefix), so the prune reads only the
+    :func:`staircase` of the extensions.
     """
     width = beams.blank.shape[0]
     num_candidates = frame.classes.shape[0]
@@ -334,10 +362,20 @@ def _step(beams, frame, max_length, scorers=(), fusion_bound=None):
         fused, fused_states = _fuse(scorers, beams, frame.classes, ext.shape)
         stay_rank = stay_rank + beams.fusion
         ext_rank = ext + (beams.fusion[:, None] + fused)
-    choice, worst = _prune(stay_rank, ext_rank.ravel())
+    entries = ext_rank.ravel()
+    index = None
+    if sorted_beams and not scorers:
+        index = staircase(width, num_candidates)
+        if 4 * index.size < 3 * entries.size:  # worth a gather
+            entries = entries[index]
+        else:
+            index = None
+    choice, worst = _prune(stay_rank, entries)
 
     is_stay = choice < width
     flat = jnp.maximum(choice - width, 0)
+    if index is not None:
+        flat = jnp.asarray(index)[flat]
     src = jnp.where(is_stay, choice, flat // num_candidates)
     column = flat % num_candidates
     token = frame.classes[column]
@@ -520,6 +558,10 @@ def _search(
             max_length=options.max_length,
             scorers=scorers,
             fusion_bound=_fusion_bound(scorers) if scorers else None,
+            # From the empty prefix, without scorers, the prune keeps the
+            # beams sorted by total, and in T frames none reaches a length
+            # of T or more.
+            sorted_beams=init is None and not scorers and options.max_length >= frames,
         )
     )
 

@@ -285,6 +285,35 @@ def test_beam_score_is_log_of_kept_mass():
     assert math.isclose(float(jnp.sum(jnp.exp(hyp.log_probs))), 1.0, rel_tol=1e-12)
 
 
+@pytest.mark.parametrize(("classes", "width"), [(12, 8), (29, 16), (300, 6)])
+def test_staircase_prune_equals_full_prune(monkeypatch, classes, width):
+    """The prune reads only the staircase of the extensions of sorted beams;
+    with every extension read instead it must give the same hypotheses and
+    scores (wide beams, so that most of the staircase's cut is exercised)."""
+    from jaxctc import _beam
+
+    rng = np.random.default_rng(classes)
+    peaky, peaky_pad = references.model_like_logits(rng, 4, 16, classes)
+    flat = rng.standard_normal((3, 12, classes)).astype(np.float32)
+    cases = ((peaky, peaky_pad), (flat, np.zeros((3, 12), np.float32)))
+
+    def search(x, p):
+        return jaxctc.prefix_beam_search(x, p, beam_width=width, top_paths=width)
+
+    cut = [len(_beam.staircase(width, c)) for c in (4, width + 1)]
+    assert cut[1] < width * (width + 1)  # the test exercises a real cut
+    got = [search(x, p) for x, p in cases]
+    jax.clear_caches()
+    monkeypatch.setattr(
+        _beam, "staircase", lambda w, c: np.arange(w * c, dtype=np.int32)
+    )
+    for (x, p), hyp in zip(cases, got, strict=True):
+        want = search(x, p)
+        np.testing.assert_array_equal(hyp.labels, want.labels)
+        np.testing.assert_allclose(hyp.log_probs, want.log_probs, rtol=1e-6)
+    jax.clear_caches()
+
+
 # ----------------------------------------------------------------------------
 # Large vocabularies: candidates in two levels and the exact re-run
 # ----------------------------------------------------------------------------
