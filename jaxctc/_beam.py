@@ -373,7 +373,10 @@ def _step(beams, frame, max_length, scorers=(), fusion_bound=None, sorted_beams=
     is_stay = choice < width
     flat = jnp.maximum(choice - width, 0)
     if index is not None:
-        flat = jnp.asarray(index)[flat]
+        # The table made a per-sequence value (times zero), so that on a
+        # batch-sharded input it is sharded like `flat`: JAX's explicit
+        # sharding refuses a replicated operand gathered by sharded indices.
+        flat = (jnp.asarray(index) + flat[:1] * 0)[flat]
     src = jnp.where(is_stay, choice, flat // num_candidates)
     column = flat % num_candidates
     token = frame.classes[column]
