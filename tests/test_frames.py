@@ -57,15 +57,28 @@ def test_argmax_is_numpy_argmax(classes):
     assert top.dtype == jnp.float32
 
 
-def test_log_sum_is_the_log_normalizer():
+@pytest.mark.parametrize("offset", [0.0, -59.0, 55.0, 70.0, -1e4, 1e30])
+def test_log_sum_is_the_log_normalizer(offset):
+    """Both sums: unshifted while every frame's best logit is in [-60, 60]
+    (offsets 0, -59, 55), shifted beyond (one frame at 70 moves them all)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 500)).astype(np.float32) * 4
+    x[0, 1:] += np.float32(offset)
     x[1, 1] = -np.inf
+    x[1, 2, :400] = -np.inf
     best = _frames.best_classes(x, 0, 4)
-    got = best.shift + _frames.log_sum(x, best.shift)
-    want = -references.log_softmax(x)[..., 0] + x[..., 0].astype(np.float64)
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
-    assert got[1, 1] == 0.0  # a frame of -inf: 0, its scores stay -inf
+    norm = np.asarray(jax.jit(_frames.log_sum)(x, best.shift))
+    with np.errstate(invalid="ignore", divide="ignore"):  # the frame of -inf
+        want = -references.log_softmax(x)[..., 0] + x[..., 0].astype(np.float64)
+        shift = np.asarray(best.shift, np.float64)[..., None]
+        shifted = np.log(np.sum(np.exp(x.astype(np.float64) - shift), -1))
+    got = np.asarray(best.shift, np.float64) + norm
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-6)
+    assert norm[1, 1] == 0.0  # a frame of -inf: 0, its scores stay -inf
+    # In [0, log K], and as exact as the shifted sum's float32 rounding.
+    assert np.all((norm >= 0) & (norm <= np.log(500) + 1e-6))
+    np.testing.assert_allclose(norm[finite], shifted[finite], atol=2e-6)
 
 
 def test_nan_is_flagged():
