@@ -206,13 +206,9 @@ print(json.dumps(dict(
     devices=len(jax.devices()),
     equal=all(np.array_equal(g, w) for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want))),
     collectives=sorted(set(re.findall(r"\\b" + ops + r"(?:-start)?\\(", hlo))),
-    reduced=sorted(set(re.findall(r"= (\\w+\\[[\\d,]*\\]) all-reduce", hlo))),
     spec=str(got.labels.sharding.spec),
 )))
 """
     report = run_on_8_devices(script)
     assert report["devices"] == 8 and report["equal"]
-    # The one collective: a boolean per call (may the log-normalizer's sum be
-    # taken unshifted, see tests/test_sharding.py).
-    assert report["collectives"] == ["all-reduce"] and report["reduced"] == ["pred[]"]
-    assert "batch" in report["spec"]
+    assert report["collectives"] == [] and "batch" in report["spec"]
