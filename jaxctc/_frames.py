@@ -239,14 +239,3 @@ def log_sum(logits, shift):
         in_range = jnp.all(jnp.abs(shift) <= _UNSHIFTED_RANGE)
         total = jnp.log(jax.lax.cond(in_range, unshifted, shifted))
     return jnp.where(jnp.isfinite(total), total, 0.0)
-    finite = jnp.isfinite(shift)
-    in_range = jnp.all(~finite | (jnp.abs(shift) <= _UNSHIFTED_RANGE))
-
-    def unshifted():
-        return jnp.sum(jnp.exp(x), -1) * jnp.exp(-shift)
-
-    def shifted():
-        return jnp.sum(jnp.exp(x - shift[..., None]), -1)
-
-    total = jnp.log(jax.lax.cond(in_range, unshifted, shifted))
-    return jnp.where(jnp.isfinite(total), total, 0.0)
