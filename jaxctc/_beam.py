@@ -202,14 +202,16 @@ def _passed_on(repeat, blank, any_end):
 
 
 def _first_true(mask, axis):
-    """The index of the first ``True`` along ``axis`` (0 where there is none),
-    as ``jnp.argmax`` of a boolean gives it, by a min-reduce: XLA:CPU does not
+    """The index of the first ``True`` along ``axis`` (0 where there is none)
+    and whether there is one, from one min-reduce: XLA:CPU does not
     vectorize ``argmax`` (a variadic reduce), which took 15% of the search at
-    ``W = 64``, ``K = 1024`` (measured)."""
+    ``W = 64``, ``K = 1024`` (measured), and an ``any`` beside the min would
+    be a second pass over the mask."""
     n = mask.shape[axis]
     iota = jax.lax.broadcasted_iota(jnp.int32, mask.shape, axis % mask.ndim)
     first = jnp.min(jnp.where(mask, iota, n), axis=axis)
-    return jnp.where(first < n, first, 0)
+    found = first < n
+    return jnp.where(found, first, 0), found
 
 
 def _ending(beams):
@@ -247,8 +249,7 @@ def _merge(beams, frame, stay):
         & (beams.hash1[:, None] == beams.parent1[None, :])
         & (beams.hash2[:, None] == beams.parent2[None, :])
     )  # [parent, child]
-    merged = jnp.any(match, axis=0)
-    parent = _first_true(match, axis=0)
+    parent, merged = _first_true(match, axis=0)
     repeat = beams.last == beams.last[parent]
     mass = _passed_on(repeat, beams.blank[parent], total[parent]) + frame.last_allowed
     label = jnp.logaddexp(stay.label, jnp.where(merged, mass, _NEG_INF))
@@ -267,8 +268,8 @@ def _merge(beams, frame, stay):
     )
     # The parent's extension by the child's last token is the child.
     same = frame.classes[None, :] == beams.last[:, None]  # [child, C]
-    column = _first_true(same, axis=1)
-    drop = merged & jnp.any(same, axis=1)
+    column, in_classes = _first_true(same, axis=1)
+    drop = merged & in_classes
     duplicate = (
         jnp.zeros(same.shape, bool)
         .at[jnp.where(drop, parent, width), column]

@@ -35,13 +35,23 @@ import numpy as np
 _NEG_INF = -np.inf
 
 
+# Up to this many of up to this many entries per row, `top_k` takes `k`
+# rounds of two vectorized reductions instead of XLA:CPU's TopK call: 9.4 vs
+# 4.3 ms for the 5 best of 64 blocks over [200, 100] frames (measured; from
+# 256 entries per row the rounds are slower).
+_ROUNDS_MAX_K = 8
+_ROUNDS_MAX_N = 128
+
+
 def top_k(x, k):
     """The ``k`` largest entries along the last axis and their indices.
 
+    Sorted, exact, indices distinct. For a few of a short row (``k <= 8``,
+    at most 128 entries) by :func:`_top_k_by_rounds`; otherwise
     ``jax.lax.approx_max_k`` with ``recall_target=1.0``, i.e. the exact top
-    ``k``, sorted (on CPU as fast as ``jax.lax.top_k``; tested against brute
-    force). Equal entries may come in any order (``top_k`` puts the lower
-    index first; ``approx_max_k`` does not always).
+    ``k`` (on CPU as fast as ``jax.lax.top_k``; tested against brute force).
+    Equal entries may come in any order (``top_k`` puts the lower index
+    first; ``approx_max_k`` does not always).
     Not ``top_k`` itself: XLA's SPMD partitioner all-gathers the operand of a
     ``top_k`` (XLA:CPU's TopK call) but splits ``approx_max_k`` along its other
     axes, so a batch-sharded input is decoded with no communication.
@@ -51,7 +61,36 @@ def top_k(x, k):
     to a full sort, 8-20x slower (measured). The barrier keeps the slices
     apart.
     """
-    return jax.lax.optimization_barrier(jax.lax.approx_max_k(x, k, recall_target=1.0))
+    if k <= _ROUNDS_MAX_K and x.shape[-1] <= _ROUNDS_MAX_N:
+        result = _top_k_by_rounds(x, k)
+    else:
+        result = jax.lax.approx_max_k(x, k, recall_target=1.0)
+    return jax.lax.optimization_barrier(result)
+
+
+def _top_k_by_rounds(x, k):
+    """:func:`top_k` in ``k`` rounds, each a max and a min-reduce over the row;
+    equal entries lower index first.
+
+    The picks come in the order (value descending, index ascending), so
+    those not picked yet are the entries after the last pick ``(m, i)`` in
+    that order: ``x < m``, or ``x == m`` at an index above ``i``. No mask is
+    carried, and ``-inf`` entries are picked like any other (distinct).
+    """
+    n = x.shape[-1]
+    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    values, indices = [], []
+    remaining = None
+    for _ in range(k):
+        candidates = x if remaining is None else jnp.where(remaining, x, _NEG_INF)
+        m = jnp.max(candidates, axis=-1, keepdims=True)
+        hit = x == m if remaining is None else remaining & (x == m)
+        i = jnp.min(jnp.where(hit, iota, n), axis=-1, keepdims=True)
+        values.append(m[..., 0])
+        # No hit only on a NaN maximum (the callers flag NaN): stay in range.
+        indices.append(jnp.minimum(i[..., 0], n - 1))
+        remaining = (x < m) | ((x == m) & (iota > i))
+    return jnp.stack(values, -1), jnp.stack(indices, -1)
 
 
 def block_size(num_classes: int, num_best: int) -> int | None:
