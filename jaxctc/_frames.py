@@ -179,15 +179,18 @@ def best_classes(logits, blank_id: int, num_best: int) -> Best:
     else:
         nb = num_classes // bs
         block_max = jnp.max(x.reshape(batch, frames, nb, bs), axis=-1)
-        nan = jnp.isnan(jnp.max(block_max, axis=-1))
+        # The barrier: XLA folds a max of `block_max` into one more full pass
+        # over the logits (5.5 of 17 ms at K = 1024, measured).
+        nan = jnp.isnan(jnp.max(jax.lax.optimization_barrier(block_max), axis=-1))
         # The blank's block again without the blank (a slice of bs columns;
         # masking the whole array instead costs a slow pass over it).
         b0 = (blank_id // bs) * bs
         own = blank_masked(x[..., b0 : b0 + bs], blank_id - b0)
-        iota = jax.lax.broadcasted_iota(jnp.int32, block_max.shape, 2)
-        block_max = jnp.where(
-            iota == blank_id // bs, jnp.max(own, axis=-1, keepdims=True), block_max
-        ).astype(dtype)
+        # One column written in place: a `where` against the broadcast maximum
+        # made XLA write that broadcast out whole (4 ms at K = 1024).
+        block_max = (
+            block_max.at[..., blank_id // bs].set(jnp.max(own, axis=-1)).astype(dtype)
+        )
         block_values, blocks = top_k(block_max, c + 1)
         # In class order, so that the gathered classes are in the order of the
         # whole row (ties then come out as top_k would order them there).
