@@ -80,11 +80,10 @@ def _top_k_by_rounds(x, k):
     n = x.shape[-1]
     iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
     values, indices = [], []
-    remaining = None
+    remaining = jnp.ones(x.shape, bool)  # a constant: XLA folds it away
     for _ in range(k):
-        candidates = x if remaining is None else jnp.where(remaining, x, _NEG_INF)
-        m = jnp.max(candidates, axis=-1, keepdims=True)
-        hit = x == m if remaining is None else remaining & (x == m)
+        m = jnp.max(jnp.where(remaining, x, _NEG_INF), axis=-1, keepdims=True)
+        hit = remaining & (x == m)
         i = jnp.min(jnp.where(hit, iota, n), axis=-1, keepdims=True)
         values.append(m[..., 0])
         # No hit only on a NaN maximum (the callers flag NaN): stay in range.
