@@ -295,20 +295,22 @@ def staircase(width, num_candidates):
     total, best first, and the candidates by score, best first.
 
     The extension of the beam ranked ``r`` by the ``j``-th class (from 0) is
-    beaten by the extensions of every beam ranked ``r' <= r`` by every better
-    class ``j' < j``, except the one class per beam that repeats its last
-    token (it passes on only the blank-ending mass): at least ``(r + 1)(j -
-    1)`` distinct entries, each an extension or, where it is a beam already,
-    that beam's stay (which holds the extension's mass). From ``W`` of them on
-    it cannot be among the ``W`` best, so the prune needs only the others:
-    about ``W (2 + ln W)`` of the ``W C`` at ``C = W + 1``.
+    beaten by every extension ``(r', j')`` with ``r' <= r`` and ``j' <= j``
+    (each scores at least as much and comes first in the prune's order),
+    except the one class per beam that repeats its last token (it passes on
+    only the blank-ending mass): at least ``j`` of them for each of the ``r``
+    better beams and ``j - 1`` for beam ``r`` itself, ``r j + max(j - 1,
+    0)`` distinct entries, each an extension or, where it is a beam already,
+    that beam's stay (which holds the extension's mass). From ``W`` of them
+    on it cannot be among the ``W`` best, so the prune needs only the others:
+    about ``W (1 + ln W)`` of the ``W C`` at ``C = W + 1``.
     """
     return np.array(
         [
             r * num_candidates + j
             for r in range(width)
             for j in range(num_candidates)
-            if (r + 1) * max(j - 1, 0) < width
+            if r * j + max(j - 1, 0) < width
         ],
         np.int32,
     )
