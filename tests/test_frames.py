@@ -88,24 +88,31 @@ def test_nan_is_flagged():
     np.testing.assert_array_equal(_frames.best_classes(x, 0, 4).nan, [[0, 1, 1]])
 
 
-@pytest.mark.parametrize(("n", "k"), [(5, 5), (64, 5), (128, 8), (129, 3), (300, 17)])
+@pytest.mark.parametrize(
+    ("n", "k"),
+    [(5, 5), (64, 5), (128, 8), (129, 3), (300, 17), (9, 9), (29, 18), (64, 64)],
+)
 def test_top_k_is_a_stable_sort(n, k):
-    """Both paths of `top_k` (rounds for a few of a short row, XLA's TopK
-    otherwise) against a stable sort: values exact and sorted, indices
-    distinct and pointing at them, with ties, -inf entries, the lowest finite
-    float and rows that are all -inf."""
+    """The three paths of `top_k` (rounds for a few of a short row, ranks for
+    more of a row of at most 64, XLA's TopK otherwise) against a stable sort:
+    values exact and sorted, indices distinct and pointing at them, with ties,
+    -inf entries, the lowest finite float and rows that are all -inf; rows
+    given as a batch of rows (the ranks move the row axis)."""
     rng = np.random.default_rng(n * 100 + k)
     x = np.round(rng.standard_normal((6, n)) * 2).astype(np.float32)  # many ties
     x[1, : n // 2] = -np.inf
     x[2] = -np.inf
     x[3, ::2] = np.finfo(np.float32).min
     x[3, 1::4] = -np.inf
-    values, indices = jax.jit(lambda x: _frames.top_k(x, k))(x)
+    values, indices = jax.jit(lambda x: _frames.top_k(x, k))(x.reshape(2, 3, n))
     values, indices = np.asarray(values), np.asarray(indices)
+    assert values.shape == indices.shape == (2, 3, k)
+    values, indices = values.reshape(6, k), indices.reshape(6, k)
     order = np.argsort(-x, axis=-1, kind="stable")[:, :k]
     np.testing.assert_array_equal(values, np.take_along_axis(x, order, -1))
     np.testing.assert_array_equal(np.take_along_axis(x, indices, -1), values)
     for row in indices:
         assert len(set(row.tolist())) == k
-    if k <= _frames._ROUNDS_MAX_K and n <= _frames._ROUNDS_MAX_N:
+    rounds = k <= _frames._ROUNDS_MAX_K and n <= _frames._ROUNDS_MAX_N
+    if rounds or n <= _frames._RANKS_MAX_N:
         np.testing.assert_array_equal(indices, order)  # ties lower index first
