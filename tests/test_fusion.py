@@ -193,6 +193,50 @@ def test_scorers_must_follow_the_protocol():
         jaxctc.prefix_beam_search(logits, jnp.zeros((1, 3)), scorers=(object(),))
 
 
+@pytest.mark.parametrize("width", [4, 16])
+def test_fused_staircase_equals_every_extension_scored(tmp_path, monkeypatch, width):
+    """With bounded scorers the step scores only the staircase of the
+    extensions and re-runs a frame on all of them when the bound says that
+    one left out could enter; scoring every extension instead (scorers
+    without a bound) must give the same hypotheses and scores."""
+    from jaxctc import _beam
+
+    labels = [""] + list("abcdefghijklmnopqrstuvwxyz'") + [" "]
+    rng = np.random.default_rng(width)
+    letters = list("abcde")
+    words = sorted(
+        {"".join(rng.choice(letters, rng.integers(1, 5))) for _ in range(60)}
+    )
+    path = tmp_path / "words.arpa"
+    aref.write_random_arpa(path, width, order=3, words=words, count=80)
+    scorers = (
+        NGramLM.from_arpa(path, labels, weight=0.8, word_bonus=1.0, unk_score=-4.0),
+        jaxctc.Hotwords(["ab c", "de"], labels, weight=3.0),
+    )
+    peaky = ref.model_like_logits(rng, 4, 30, len(labels))
+    flat = (
+        (2 * rng.standard_normal((3, 20, len(labels)))).astype(np.float32),
+        np.zeros((3, 20), np.float32),
+    )
+    cut = _beam.staircase(width, width + 1)
+    assert cut.size < width * (width + 1)  # the staircase leaves some out
+
+    def search(x, p):
+        return jaxctc.prefix_beam_search(
+            x, p, beam_width=width, top_paths=3, scorers=scorers
+        )
+
+    got = [search(x, p) for x, p in (peaky, flat)]
+    jax.clear_caches()
+    monkeypatch.setattr(_beam, "_bounded", lambda scorers: False)
+    for (x, p), hyp in zip((peaky, flat), got, strict=True):
+        want = search(x, p)
+        np.testing.assert_array_equal(hyp.labels, want.labels)
+        np.testing.assert_allclose(hyp.log_probs, want.log_probs, rtol=1e-6)
+        np.testing.assert_allclose(hyp.scores, want.scores, rtol=1e-6)
+    jax.clear_caches()
+
+
 # K = 6: every candidate at once; K = 81: the step tries each frame's 4 best
 # classes first and re-runs on the W + 1 best when the scorers' bound says that
 # another could enter the beam (scale 2.5: often; scale 6: peaky, rarely).

@@ -175,7 +175,9 @@ def test_batch_sharded_over_8_devices(tmp_path, mode):
         # mesh with explicit axes ("Resource axis: batch ... not found").
         pytest.skip("a Lexicon on a mesh with explicit axes needs jax >= 0.10.1")
     # As tests/test_sharding.py: 8 CPU devices in a subprocess; the scorers'
-    # tables are replicated, every sequence's search stays on its device.
+    # tables are replicated, every sequence's search stays on its device; the
+    # devices share one boolean per frame (does any sequence need its frame
+    # run again on every extension, see jaxctc._beam).
     script = f"""
 import json, re
 import jax, numpy as np
@@ -206,9 +208,11 @@ print(json.dumps(dict(
     devices=len(jax.devices()),
     equal=all(np.array_equal(g, w) for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want))),
     collectives=sorted(set(re.findall(r"\\b" + ops + r"(?:-start)?\\(", hlo))),
+    reduced=sorted(set(re.findall(r"= (\\w+\\[[\\d,]*\\]) all-reduce", hlo))),
     spec=str(got.labels.sharding.spec),
 )))
 """
     report = run_on_8_devices(script)
     assert report["devices"] == 8 and report["equal"]
-    assert report["collectives"] == [] and "batch" in report["spec"]
+    assert report["collectives"] == ["all-reduce"] and "batch" in report["spec"]
+    assert report["reduced"] == ["pred[]"]

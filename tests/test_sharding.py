@@ -8,9 +8,9 @@ assert that it holds no ``all-gather`` (nor ``all-to-all``,
 ``collective-permute`` or ``reduce-scatter``) at all, which is stronger than
 "no all-gather of the logits" and needs no parsing of operand shapes. The
 collectives allowed are the ``all-reduce`` of a loss summed over the batch,
-the beam search's one boolean per frame at K > 64 (does any sequence need the
-exact re-run of its frame), and the decoders' one boolean per call at K > 128
-(may the log-normalizer's sum be taken unshifted).
+the beam search's one boolean per frame at K > 64 or with scorers (does any
+sequence need the exact re-run of its frame), and the decoders' one boolean
+per call at K > 128 (may the log-normalizer's sum be taken unshifted).
 """
 
 import pytest
