@@ -64,7 +64,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxctc import _frames
+from jaxctc import _buckets, _frames
 from jaxctc._checks import (
     check_decoder_inputs,
     compute_dtype,
@@ -418,8 +418,8 @@ def _step(
     label-ending alignments, and whether an extension left out (by a class
     outside ``frame.classes``, or outside the fused staircase) could have
     entered the beam (then the step must run again with more). With scorers,
-    ``fusion_bound`` bounds their summed contribution of any token from
-    above. ``sorted_beams``: the beams are sorted by total, best first, and
+    ``fusion_bound`` ``[K]`` bounds their summed contribution of each class
+    from above. ``sorted_beams``: the beams are sorted by total, best first, and
     none is at ``max_length`` (as the search without scorers keeps them from
     the empty prefix), so the prune reads only the :func:`staircase` of the
     extensions. ``fused_staircase`` (with scorers): the scorers score and the
@@ -511,14 +511,19 @@ def _step(
         jnp.where(is_stay, stay.src_label[src], ext_src),
     )
     total = jnp.logaddexp(beams.blank, beams.label)
-    if scorers:  # what another class could at most add to a prefix's rank
-        total = total + beams.fusion + fusion_bound.astype(total.dtype)
+    other = frame.bound  # what a class outside the candidates could add
+    if scorers:
+        total = total + beams.fusion
+        other = other + jnp.max(fusion_bound).astype(total.dtype)
     base = jnp.where(beams.length < max_length, total, _NEG_INF)
-    redo = jnp.max(base) + frame.bound > worst
+    redo = jnp.max(base) + other > worst
     if fused_staircase:
         # Beyond its row of the staircase, a beam's best extension is by the
-        # best class after the row's last (the scores need not be sorted).
-        after = jax.lax.cummax(frame.scores, axis=0, reverse=True)
+        # best candidate after the row's last (the scores need not be
+        # sorted); a class that may not extend (-inf) adds nothing.
+        bound = _buckets.take(fusion_bound, frame.classes).astype(total.dtype)
+        ceiling = jnp.where(frame.scores > _NEG_INF, frame.scores + bound, _NEG_INF)
+        after = jax.lax.cummax(ceiling, axis=0, reverse=True)
         outside = jnp.where(
             rows < num_candidates,
             after[np.minimum(rows, num_candidates - 1)],
@@ -589,12 +594,16 @@ def _bounded(scorers):
     return all(hasattr(s, "bound") for s in scorers)
 
 
-def _fusion_bound(scorers):
-    """An upper bound on the scorers' summed contribution of one token (a
-    scalar; ``+inf`` unless every scorer has a ``bound()``)."""
+def _fusion_bound(scorers, num_classes):
+    """``[K]`` an upper bound on the scorers' summed contribution of each
+    class (``+inf`` unless every scorer has a ``bound()``, a scalar or one
+    per class)."""
     if not _bounded(scorers):
-        return jnp.float32(np.inf)
-    bound = sum(jnp.asarray(s.bound(), jnp.float32) for s in scorers)
+        return jnp.full((num_classes,), np.inf, jnp.float32)
+    bound = sum(
+        jnp.broadcast_to(jnp.asarray(s.bound(), jnp.float32), (num_classes,))
+        for s in scorers
+    )
     return jnp.where(jnp.isnan(bound), jnp.inf, bound)  # NaN: no bound
 
 
@@ -670,7 +679,7 @@ def _search(
         _step,
         max_length=options.max_length,
         scorers=scorers,
-        fusion_bound=_fusion_bound(scorers) if scorers else None,
+        fusion_bound=_fusion_bound(scorers, num_classes) if scorers else None,
         # From the empty prefix, without scorers, the prune keeps the
         # beams sorted by total, and in T frames none reaches a length
         # of T or more.

@@ -10,9 +10,10 @@ shape ``S`` (e.g. ``[B, W]`` beams):
   the scorer's contribution of appending each, and the states after them
   (leading shape ``S + [C]``);
 - ``final(state) -> delta``: ``S`` float32, the contribution of ending there;
-- optionally ``bound() -> float``: an upper bound on every ``delta`` that
-  ``score`` returns (with one for every scorer, the search tries a frame's
-  few best classes first at large ``K``; see ``jaxctc._beam``).
+- optionally ``bound()``: an upper bound on every ``delta`` that ``score``
+  returns, a scalar or ``[K]`` one per appended class (with one for every
+  scorer, the search scores the few extensions that the acoustic scores put
+  first and checks the others against it; see ``jaxctc._beam``).
 
 A search calls ``score`` for every new token of a hypothesis (a non-blank
 class that is not a merged repeat) and ``final`` once at the end, so a
@@ -334,16 +335,21 @@ class NGramLM:
 
     def bound(self):
         """An upper bound on every contribution :meth:`score` returns (the
-        search uses it to try each frame's best classes first)."""
+        search uses it to score only the extensions that can matter): a
+        scalar for a token-level model, ``[K]`` one per class for a
+        word-level one."""
         # ln P <= 0, so a nonnegative weight adds at most the bonus.
         lm = jnp.where(self.weight >= 0, 0.0, jnp.inf) + self.bonus
         if self.level == "token":
             return lm
         unk = jnp.maximum(self.unk_score, 0.0)
-        # A word-initial class may add unk_score twice: for the word it ends
-        # (OOV) and for the one it begins (no LM word starts so; BPE only).
-        begin_unk = jnp.where(jnp.any(self.begins == -1), unk, 0.0)
-        return jnp.maximum(unk, lm + unk + begin_unk)
+        # A class inside a word adds 0, or unk_score where it breaks it. A
+        # word-initial class ends the word, if there is one (LM score and
+        # bonus, unk_score if OOV), and may add unk_score again for the one
+        # it begins (no LM word starts so; BPE only).
+        begin_unk = jnp.where(self.begins == -1, unk, 0.0)
+        word_end = jnp.maximum(lm + unk, 0.0)
+        return jnp.where(self.begins != -2, word_end + begin_unk, unk)
 
     def final(self, state: LMState):
         """The contribution of ending: the partial word, then ``</s>``."""
