@@ -334,6 +334,11 @@ def staircase_rows(width, num_candidates):
     return counts
 
 
+def _staircase_pays(width, num_candidates):
+    """Whether reading only the :func:`staircase` is worth its gather."""
+    return 4 * staircase(width, num_candidates).size < 3 * width * num_candidates
+
+
 def _row_blocks(counts):
     """Blocks ``(first rank, end rank, columns)`` of ranks ``[1, 2)``, ``[2,
     4)``, ``[4, 8)``, ... (rank 0 alone) covering the rows of ``counts``
@@ -435,12 +440,10 @@ def _step(
     stay, duplicate = _merge(beams, frame, stay)
     ext = _extend(beams, frame, duplicate, max_length)
     stay_rank = jnp.logaddexp(stay.blank, stay.label)
-    rows = staircase_rows(width, num_candidates)
     index = None  # the entries' places in the [W, C] grid (None: all of it)
-    if fused_staircase or sorted_beams:
+    if fused_staircase or (sorted_beams and _staircase_pays(width, num_candidates)):
         index = staircase(width, num_candidates)
-        if not fused_staircase and 4 * index.size >= 3 * ext.size:
-            index = None  # not worth a gather
+    rows = staircase_rows(width, num_candidates)
     if scorers:  # the ranking adds the scorers' contributions (flat, [E])
         if fused_staircase:
             fused, fused_states = _fuse_staircase(scorers, beams, frame.classes, rows)
@@ -643,12 +646,11 @@ def _search(
     # once (K <= 64), the step first scores only the staircase of the
     # extensions (see `_step`). With the few best classes first (K > 64) it
     # would rarely be exact: 1.4-2.2x the time at K = 1024 (measured).
-    cut = staircase(width, first).size
     fused_staircase = (
         bool(scorers)
         and _bounded(scorers)
         and not more_classes
-        and 4 * cut < 3 * width * first
+        and _staircase_pays(width, first)
     )
     fallback = (more_classes or fused_staircase) and batch > 0
     frame_inputs = (
